@@ -1,0 +1,43 @@
+# opsdeck.stack: the two commands of the README are `make up` and `make test`.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+BIN   := $(VENV)/bin
+ENV   ?= dev
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
+export PYTHONPATH := $(CURDIR)/build/collections
+
+.PHONY: help setup link up down test lint sanity unit integration molecule bench build clean
+
+help:
+	@echo "make up      set everything up and deploy the $(ENV) stack to the local Docker engine"
+	@echo "make test    run the whole test suite (what .ci/run runs)"
+	@echo "make down    remove the dev stack"
+	@echo "make bench   print the benchmark figures"
+
+setup:
+	bash scripts/setup.sh
+
+link:
+	@mkdir -p build/collections/ansible_collections/opsdeck
+	@ln -sfn $(CURDIR) build/collections/ansible_collections/opsdeck/stack
+
+up: setup link
+	$(BIN)/ansible-playbook playbooks/deploy.yml -i inventories/$(ENV)
+
+down: link
+	$(BIN)/ansible-playbook playbooks/destroy.yml -i inventories/$(ENV)
+
+test:
+	bash scripts/test.sh
+
+lint: link
+	bash scripts/lint.sh
+
+bench: setup link
+	bash scripts/bench.sh
+
+build:
+	$(BIN)/ansible-galaxy collection build --force --output-path build/

@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters exposing the stack model and its renderers to playbooks (thin wrappers)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import yaml
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _model
+
+
+def _plain(value):
+    """Turn Ansible's tagged/lazy containers into plain Python data."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def stack_model(raw):
+    """Validate and normalise a raw stack model (the stack_* variables, unprefixed)."""
+    try:
+        return _model.normalize(_plain(raw))
+    except _model.ModelError as exc:
+        raise AnsibleFilterError(exc.render()) from None
+
+
+def stack_proxy_routes(model):
+    """The nginx_proxy routes of a normalised model."""
+    return _model.proxy_routes(_plain(model))
+
+
+def stack_proxy_users(model, secrets):
+    """The proxy's basic-auth users with their passwords looked up in the secrets."""
+    secrets = _plain(secrets or {})
+    return [{"name": user["name"], "password": str(secrets.get(user["password_secret"], ""))}
+            for user in _plain(model)["proxy"]["basic_auth_users"]]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML with multi-line strings kept readable."""
+
+
+def _str_presenter(dumper, data):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def compose_project(model, secrets, proxy_files=None):
+    """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}}."""
+    result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []))
+    text = yaml.dump(result["project"], Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False, width=120)
+    header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"
+    return {"yaml": header + text, "files": result["files"], "hashes": result["hashes"]}
+
+
+def secret_digests(secrets, stack):
+    """{name: digest} for showing which secret changed without showing it."""
+    return {name: _compose.digest(str(value), "%s:%s" % (stack, name))
+            for name, value in sorted(_plain(secrets or {}).items())}
+
+
+def tree_hash(path):
+    """sha256 over every file (names and contents) under ``path`` on the controller."""
+    path = str(path)
+    if not os.path.isdir(path):
+        raise AnsibleFilterError("tree_hash: %s is not a directory" % path)
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(path):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode("utf-8") + b"\0")
+            with open(full, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()[:24]
+
+
+class FilterModule:
+    """opsdeck.stack filters."""
+
+    def filters(self):
+        return {
+            "stack_model": stack_model,
+            "stack_proxy_routes": stack_proxy_routes,
+            "stack_proxy_users": stack_proxy_users,
+            "compose_project": compose_project,
+            "secret_digests": secret_digests,
+            "tree_hash": tree_hash,
+        }
