@@ -86,8 +86,8 @@ def tree_hash(path):
         raise AnsibleFilterError("tree_hash: %s is not a directory" % path)
     digest = hashlib.sha256()
     for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(n for n in names if not n.endswith(".pyc")):
             full = os.path.join(root, name)
             digest.update(os.path.relpath(full, path).encode("utf-8") + b"\0")
             with open(full, "rb") as handle:

@@ -470,6 +470,7 @@ def normalize(raw):
     model["secret_names"] = sorted(clean_secrets)
 
     proxy = _proxy(checker, data.get("proxy"), "stack_proxy")
+    sql_name = (name or "app").replace("-", "_")
     pg_raw = checker.mapping(data.get("postgres"), "stack_postgres",
                              ("enabled", "image", "version", "storage", "database", "user",
                               "password_secret", "max_connections"))
@@ -478,10 +479,10 @@ def normalize(raw):
         "version": checker.string(pg_raw, "version", "stack_postgres", "15",
                                   pattern=re.compile(r"^[0-9]+(\.[0-9]+)?$"),
                                   allowed_desc='a major version such as "15"'),
-        "database": checker.string(pg_raw, "database", "stack_postgres", name or "app",
+        "database": checker.string(pg_raw, "database", "stack_postgres", sql_name,
                                    pattern=re.compile(r"^[a-z_][a-z0-9_]{0,62}$"),
                                    allowed_desc="a lowercase SQL identifier"),
-        "user": checker.string(pg_raw, "user", "stack_postgres", name or "app",
+        "user": checker.string(pg_raw, "user", "stack_postgres", sql_name,
                                pattern=re.compile(r"^[a-z_][a-z0-9_]{0,62}$"),
                                allowed_desc="a lowercase SQL identifier"),
         "password_secret": checker.string(pg_raw, "password_secret", "stack_postgres",
@@ -490,8 +491,6 @@ def normalize(raw):
                                            low=10, high=10000),
         "port": 5432,
     })
-    if postgres["database"] and "-" in postgres["database"]:
-        postgres["database"] = postgres["database"].replace("-", "_")
     redis_raw = checker.mapping(data.get("redis"), "stack_redis",
                                 ("enabled", "image", "persistence", "storage", "password_secret",
                                  "maxmemory", "maxmemory_policy"))

@@ -1,0 +1,76 @@
+"""Bad input stops deploy.yml before any change, with a message naming the problem."""
+
+import os
+import socket
+
+import pytest
+import yaml
+
+from helpers import ROOT, run
+
+BASE = {
+    "stack_name": "opsdeck-bad",
+    "stack_environment": "dev",
+    "stack_project_dir": "/opt/opsdeck-bad-input",
+    "stack_services": [{"name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp",
+                        "port": 8000, "route": {"path": "/api/"}}],
+    "stack_proxy": {"port": 18099, "bind": "127.0.0.1"},
+    "stack_secrets": {},
+}
+
+
+def deploy(tmp_path, overrides, **env):
+    variables = dict(BASE)
+    variables.update(overrides)
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
+    (inv / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump(variables))
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(inv)], timeout=300, **env)
+    assert result.returncode != 0, "deploy.yml accepted bad input:\n" + result.stdout[-3000:]
+    assert not os.path.exists(BASE["stack_project_dir"]), "something was deployed"
+    return result.stdout + result.stderr
+
+
+def test_malformed_model_names_every_field(tmp_path):
+    out = deploy(tmp_path, {"stack_services": [
+        {"name": "Api", "image": "x", "port": 8000, "replicas": -1,
+         "autoscaling": {"min": 5, "max": 3, "cpu": 70}, "route": {"path": "/api/"}}]})
+    assert "stack_services[0].name: 'Api' is not valid" in out
+    assert "stack_services[0].replicas: -1 is out of range" in out
+    assert "stack_services[0].autoscaling: min 5 > max 3" in out
+    assert "Check the Docker engine" not in out, "validation must come before any host check"
+
+
+def test_unknown_target(tmp_path):
+    out = deploy(tmp_path, {"stack_target": "nomad"})
+    assert "stack_target: 'nomad' is not allowed (allowed: compose, swarm, kubernetes)" in out
+
+
+def test_missing_secret(tmp_path):
+    services = [dict(BASE["stack_services"][0], secrets=["api_key"])]
+    out = deploy(tmp_path, {"stack_services": services})
+    assert "stack_services[0].secrets[0]: secret 'api_key' is not defined in stack_secrets" in out
+
+
+def test_prod_refuses_placeholder_passwords(tmp_path):
+    out = deploy(tmp_path, {"stack_environment": "prod", "stack_postgres": {"enabled": True},
+                            "stack_secrets": {"postgres_password": "CHANGE_THIS"}})
+    assert "stack_secrets.postgres_password: is a placeholder" in out
+    assert "CHANGE_THIS" not in out.replace("stack_secrets.postgres_password", "")
+
+
+def test_missing_engine(tmp_path):
+    out = deploy(tmp_path, {}, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert "No Docker engine answers on localhost" in out
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        out = deploy(tmp_path, {"stack_proxy": {"port": port, "bind": "127.0.0.1"}})
+    assert "Port(s) %d on localhost are already in use by another program" % port in out

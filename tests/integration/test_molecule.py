@@ -1,0 +1,23 @@
+"""The Molecule scenarios, run for real on this machine (see molecule/*/molecule.yml).
+
+compose:     the Compose target on the local Docker engine: check mode predicts changes,
+             converge, idempotence (changed=0), check mode predicts no change, verify
+             (healthy, 200 through nginx, 429s and no 5xx under a burst, secrets 0600 and
+             absent from -v output, a rate-limit change recreates nginx only), destroy.
+nginx_proxy: the nginx_proxy role reused on its own in front of a real nginx.
+"""
+
+import os
+
+import pytest
+
+from helpers import BIN, ROOT, run
+
+
+@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose"])
+def test_molecule_scenario(scenario):
+    log = os.path.join(ROOT, "build", "logs", "molecule-%s.log" % scenario)
+    result = run([os.path.join(BIN, "molecule"), "test", "-s", scenario], timeout=1500, log=log)
+    tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+    assert result.returncode == 0, "molecule test -s %s failed (full log: %s)\n%s" % (
+        scenario, log, tail)
