@@ -73,6 +73,11 @@ def compose_project(model, secrets, proxy_files=None):
     return {"yaml": header + text, "files": result["files"], "hashes": result["hashes"]}
 
 
+def secret_digest(value, stack, name):
+    """The digest a secret shows in labels and diffs (never its value)."""
+    return _compose.digest(str(value), "%s:%s" % (stack, name))
+
+
 def secret_digests(secrets, stack):
     """{name: digest} for showing which secret changed without showing it."""
     return {name: _compose.digest(str(value), "%s:%s" % (stack, name))
@@ -104,6 +109,7 @@ class FilterModule:
             "stack_proxy_routes": stack_proxy_routes,
             "stack_proxy_users": stack_proxy_users,
             "compose_project": compose_project,
+            "secret_digest": secret_digest,
             "secret_digests": secret_digests,
             "tree_hash": tree_hash,
         }

@@ -254,7 +254,7 @@ class PostgresServer:
         return path
 
     def _run(self, argv):
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=120, **self._user)
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **self._user)
         if res.returncode != 0:
             raise RuntimeError("%s failed (%d): %s %s" % (argv[0], res.returncode, res.stdout, res.stderr))
         return res.stdout

@@ -311,14 +311,14 @@ class PgConnection:
             if mtype == b"T":
                 count = struct.unpack("!H", payload[:2])[0]
                 pos, columns, rows = 2, [], []
-                for _ in range(count):
+                for _col in range(count):
                     end = payload.index(b"\x00", pos)
                     columns.append(payload[pos:end].decode("utf-8"))
                     pos = end + 1 + 18
             elif mtype == b"D":
                 count = struct.unpack("!H", payload[:2])[0]
                 pos, row = 2, []
-                for _ in range(count):
+                for _col in range(count):
                     size = struct.unpack("!i", payload[pos:pos + 4])[0]
                     pos += 4
                     if size < 0:
@@ -407,7 +407,7 @@ class RedisConnection:
             size = int(rest)
             if size < 0:
                 return None
-            return [self._reply() for _ in range(size)]
+            return [self._reply() for _item in range(size)]
         raise ConnectionLost("protocol error: unexpected reply %r" % line[:32])
 
     def close(self):
@@ -716,8 +716,8 @@ class App:
                     self._counter_table_ready = True
 
         def run(conn):
-            _, one = conn.query("SELECT 1")
-            _, rows = conn.query(
+            _cols, one = conn.query("SELECT 1")
+            _cols, rows = conn.query(
                 "INSERT INTO refapp_counter (name, value) VALUES ('hits', 1) "
                 "ON CONFLICT (name) DO UPDATE SET value = refapp_counter.value + 1 RETURNING value")
             return int(one[0][0]), int(rows[0][0])
