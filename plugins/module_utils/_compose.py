@@ -69,8 +69,10 @@ def http_probe(port, path, probe):
     commands = {
         "curl": "curl -fsS -o /dev/null --max-time 3 %s" % url,
         "wget": "wget -q -O /dev/null -T 3 %s" % url,
-        "python": ("python3 -c \"import urllib.request; "
-                   "urllib.request.urlopen('%s', timeout=3)\"" % url),
+        "python": ("python3 -c \"import http.client, sys; "
+                   "c = http.client.HTTPConnection('127.0.0.1', %d, timeout=3); "
+                   "c.request('GET', '%s'); "
+                   "sys.exit(0 if c.getresponse().status < 400 else 1)\"" % (port, path)),
     }
     if probe == "auto":
         chain = " || ".join(

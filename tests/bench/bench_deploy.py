@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Deploy figures for the dev stack on the local Docker engine (prints, asserts nothing).
 
 1. first deploy to all-healthy with the images already local (the stack and its volumes
@@ -47,12 +46,12 @@ def playbook(path, *extra):
 
 def main():
     playbook("playbooks/destroy.yml", "-e", "destroy_volumes=true")
-    first, _ = playbook("playbooks/deploy.yml")
+    first = playbook("playbooks/deploy.yml")[0]
     rerun, changed = playbook("playbooks/deploy.yml")
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:
         handle.write(FLOOR)
     try:
-        floor, _ = playbook(handle.name)
+        floor = playbook(handle.name)[0]
     finally:
         os.unlink(handle.name)
     print("first deploy to all-healthy (local images): %.1f s" % first)

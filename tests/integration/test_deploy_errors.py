@@ -3,10 +3,9 @@
 import os
 import socket
 
-import pytest
 import yaml
 
-from helpers import ROOT, run
+from helpers import run
 
 BASE = {
     "stack_name": "opsdeck-bad",
@@ -74,3 +73,22 @@ def test_port_in_use(tmp_path):
         port = sock.getsockname()[1]
         out = deploy(tmp_path, {"stack_proxy": {"port": port, "bind": "127.0.0.1"}})
     assert "Port(s) %d on localhost are already in use by another program" % port in out
+
+
+def test_shipped_prod_inventory_refuses_its_placeholders():
+    """The prod inventory ships with CHANGE_THIS values: deploy.yml must refuse them by name."""
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/prod"], timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    for name in ("postgres_password", "redis_password", "admin_token", "tls_cert", "tls_key"):
+        assert "stack_secrets.%s: is a placeholder" % name in out, out[-2000:]
+
+
+def test_shipped_staging_inventory_is_valid_but_not_deployable_yet(tmp_path):
+    """staging's model (with real-looking secrets) validates; the swarm target is refused clearly."""
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
+                  "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  "--limit", "staging-manager-1"], timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "stack_target: swarm is not supported by this version of opsdeck.stack yet" in out, out[-2000:]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Send COUNT GET requests to URL within about SECONDS (bounded), print status counts as JSON.
 
 Only for the project's own proxy on 127.0.0.1; the loop is bounded in count and time.

@@ -124,7 +124,7 @@ def _route(name, path, upstream, **extra):
 
 def _cases(tmp, ports):
     cert, key = _pem_pair("localhost")
-    other_cert, _ = _pem_pair("other")
+    other_cert = _pem_pair("other")[0]
     api = _route("api", "/api/", "api:8000")
     cases = {
         # Defaults, an upstream name that only resolves inside the container network.
@@ -553,7 +553,7 @@ def _get(url, headers=None):
 
 
 def test_live_health_404_and_proxying(live_nginx):
-    status, _, body = _get(live_nginx + "/healthz")
+    status, _headers, body = _get(live_nginx + "/healthz")
     assert (status, body) == (200, "ok")
     status, headers, body = _get(live_nginx + "/nope")
     assert status == 404 and json.loads(body)["error"] == "not_found"
@@ -568,12 +568,12 @@ def test_live_health_404_and_proxying(live_nginx):
     assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
     assert headers["X-Frame-Options"] == "DENY"  # the backend's SAMEORIGIN is replaced
     assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-    _, headers, _ = _get(live_nginx + "/echo/y", {"Origin": "https://evil.example.net"})
+    headers = _get(live_nginx + "/echo/y", {"Origin": "https://evil.example.net"})[1]
     assert "Access-Control-Allow-Origin" not in headers
 
 
 def test_live_rate_limit_answers_json_429(live_nginx):
-    answers = [_get(live_nginx + "/burst/x") for _ in range(8)]
+    answers = [_get(live_nginx + "/burst/x") for _attempt in range(8)]
     statuses = [a[0] for a in answers]
     # rate 1r/s, burst 2, nodelay: 3 pass at once, then 429.
     assert statuses.count(200) in (3, 4), statuses

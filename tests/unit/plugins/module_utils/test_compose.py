@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 
-import pytest
 import yaml
 
 from ansible_collections.opsdeck.stack.plugins.filter.stack import compose_project

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import socket
 import ssl
 import struct
@@ -229,7 +230,18 @@ def drain_tls_cert(tmp_path_factory):
 
 
 class TlsProxy(object):
-    """TLS terminator on 127.0.0.1:<random> forwarding bytes to an upstream port."""
+    """TLS terminator on 127.0.0.1:<random> forwarding bytes to an upstream port.
+
+    Each accepted connection is served by one thread that does the handshake, relays
+    both directions with a selector and closes both sockets itself. Nothing else ever
+    touches those sockets: an SSL object is not safe to read in one thread and write in
+    another, and a socket closed by one thread while another still waits on it frees its
+    file descriptor number, which the next accepted connection gets at once; the stale
+    SSL object then reads that client's ClientHello and answers it with an encrypted
+    record ("[SSL: UNEXPECTED_MESSAGE]" / "bad record mac" on the client).
+    """
+
+    IDLE_TIMEOUT = 10.0
 
     def __init__(self, cert, key, upstream_port):
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -242,6 +254,7 @@ class TlsProxy(object):
         self.port = self.sock.getsockname()[1]
         self.url = "https://127.0.0.1:%d" % self.port
         self.handshake_failures = 0
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -257,41 +270,55 @@ class TlsProxy(object):
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn):
-        conn.settimeout(10)
+        conn.settimeout(self.IDLE_TIMEOUT)
         try:
             tls = self.ctx.wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError):
-            self.handshake_failures += 1
+            with self._lock:
+                self.handshake_failures += 1
             conn.close()
             return
         try:
-            up = socket.create_connection(("127.0.0.1", self.upstream), timeout=10)
+            up = socket.create_connection(("127.0.0.1", self.upstream), timeout=self.IDLE_TIMEOUT)
         except OSError:
             tls.close()
             return
+        try:
+            self._relay(tls, up)
+        finally:
+            up.close()
+            tls.close()
 
-        def pump(src, dst):
-            try:
-                while True:
+    def _relay(self, tls, up):
+        """Copy bytes both ways until either side closes (or errors, or idles too long)."""
+        peer = {tls: up, up: tls}
+        sel = selectors.DefaultSelector()
+        sel.register(tls, selectors.EVENT_READ)
+        sel.register(up, selectors.EVENT_READ)
+        idle_since = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                ready = [key.fileobj for key, _events in sel.select(timeout=0.2)]
+                if tls not in ready and tls.pending():
+                    ready.append(tls)  # decrypted bytes already buffered in the SSL object
+                if not ready:
+                    if time.monotonic() - idle_since > self.IDLE_TIMEOUT:
+                        return
+                    continue
+                idle_since = time.monotonic()
+                for src in ready:
                     data = src.recv(65536)
                     if not data:
-                        break
-                    dst.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for s in (src, dst):
-                    try:
-                        s.close()
-                    except OSError:
-                        pass
-
-        threading.Thread(target=pump, args=(up, tls), daemon=True).start()
-        pump(tls, up)
+                        return
+                    peer[src].sendall(data)
+        except OSError:  # includes ssl.SSLError and socket.timeout
+            return
+        finally:
+            sel.close()
 
     def close(self):
         self._stop.set()
-        self._thread.join(2)
+        self._thread.join(10)
         self.sock.close()
 
 

@@ -22,6 +22,7 @@ Run with PYTHONPATH and ANSIBLE_COLLECTIONS_PATH set to build/collections (`make
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -31,11 +32,14 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from unittest import mock
 from urllib.parse import parse_qs, urlparse
 
 import kubernetes_validate
 import pytest
 import yaml
+from ansible.module_utils import _internal as module_utils_internal
+from ansible.module_utils.common import warnings as module_warnings
 from ansible.module_utils.testing import patch_module_args
 from yamllint import linter as yamllint_linter
 from yamllint.config import YamlLintConfig
@@ -299,6 +303,25 @@ def _clean_k8s_env(monkeypatch):
 
 
 # =============================================================================== running the module
+@contextlib.contextmanager
+def module_process_context():
+    """What a fresh module process (AnsiballZ on the target) starts with.
+
+    ansible-core keeps two process-wide states that only make sense when one process runs
+    one module: ``ansible.module_utils._internal.is_controller``, set for good as soon as
+    anything imports controller code (``ansible.errors``, e.g. through the collection's
+    filter plugin that test_compose.py imports), which makes ``AnsibleModule.warn()`` print
+    to the controller display instead of returning the warning with the result; and the
+    de-duplicated warning/deprecation stores, which would otherwise carry one run's
+    messages into the next run's result. Both are set as on a target for the duration of
+    one in-process run and restored afterwards (controller-side tests need them back).
+    """
+    with mock.patch.object(module_utils_internal, "is_controller", False), \
+            mock.patch.dict(module_warnings._global_warnings, clear=True), \
+            mock.patch.dict(module_warnings._global_deprecations, clear=True):
+        yield
+
+
 def run(args, check=False, diff=True):
     """Run hpa_tune in-process; return its JSON result (``failed`` set on fail_json)."""
     margs = dict(args)
@@ -309,7 +332,7 @@ def run(args, check=False, diff=True):
     old = sys.stdout
     sys.stdout = out
     try:
-        with patch_module_args(margs):
+        with module_process_context(), patch_module_args(margs):
             with pytest.raises(SystemExit):
                 hpa_tune.main()
     finally:
