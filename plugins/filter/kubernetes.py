@@ -1,0 +1,54 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters exposing the Kubernetes renderer to playbooks (thin wrappers)."""
+
+from __future__ import annotations
+
+import yaml
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+
+
+def _plain(value):
+    """Turn Ansible's tagged/lazy containers into plain Python data."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def kubernetes_manifests(model, secrets, htpasswd=None):
+    """The stack's Kubernetes manifests (list of dicts, apply order)."""
+    try:
+        return _kubernetes.render(_plain(model), _plain(secrets or {}),
+                                  htpasswd=str(htpasswd) if htpasswd else None)
+    except _kubernetes.RenderError as exc:
+        raise AnsibleFilterError("kubernetes_manifests: %s" % exc) from None
+
+
+def kubernetes_yaml(manifests):
+    """The manifests as one multi-document YAML text (for review or kubectl)."""
+    return yaml.safe_dump_all(_plain(manifests), sort_keys=False, default_flow_style=False,
+                              explicit_start=True, width=120)
+
+
+class FilterModule:
+    """opsdeck.stack Kubernetes filters."""
+
+    def filters(self):
+        return {
+            "kubernetes_manifests": kubernetes_manifests,
+            "kubernetes_yaml": kubernetes_yaml,
+        }

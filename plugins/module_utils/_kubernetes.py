@@ -1,0 +1,768 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Render the normalised stack model into Kubernetes manifests (private, pure).
+
+``render(model, secrets)`` returns a list of plain dicts in a fixed apply order
+(Namespace, ServiceAccounts, RBAC, Secrets, NetworkPolicies, Services, StatefulSets,
+Deployments, HPAs, PodDisruptionBudgets, Ingresses), each kind sorted by name. Nothing
+here talks to a cluster: the ``kubernetes`` role applies the list (server-side apply).
+
+- The proxy is the Ingress (class ``nginx``): one Ingress per routed service, because
+  the route's rate limit, CORS and body size are per-Ingress annotations. Only plain,
+  safe ingress-nginx annotations are used (no ``*-snippet``: recent ingress-nginx
+  refuses them by default); security headers other than HSTS are the controller's
+  ``add-headers`` ConfigMap's job, and HSTS is on by default for TLS hosts.
+- A change of a secret rolls exactly the pods that mount it: their template carries an
+  ``opsdeck.io/secrets-checksum`` annotation over per-secret digests. Secret values
+  appear only in the Secret objects (base64), never in any other manifest.
+- Pods run non-root with a read-only root filesystem, all capabilities dropped and the
+  RuntimeDefault seccomp profile, so the namespace enforces the ``restricted`` Pod
+  Security Standard.
+- Network: default deny (ingress and egress), DNS egress allowed, each workload gets
+  exactly the flows the model implies (ingress controller -> routed apps, app ->
+  postgres/redis it ``uses``, app -> apps it ``depends_on`` within the same tenant).
+  Nothing selects other namespaces except kube-dns and the ingress controller, so no
+  traffic crosses tenants (one stack = one namespace).
+
+Optional per-service keys read defensively (the model does not define them yet):
+``session_affinity`` (true, ``"ClientIP"`` or ``{"timeout": seconds}``) and ``tenant``;
+``model.get("tenant")`` and ``model["proxy"].get("host")`` likewise.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+
+from ansible_collections.opsdeck.stack.plugins.module_utils import _hpa
+
+MANAGED_BY = "opsdeck"
+TENANT_LABEL = "opsdeck.io/tenant"
+CHECKSUM_ANNOTATION = "opsdeck.io/secrets-checksum"
+INGRESS_CLASS = "nginx"
+INGRESS_NAMESPACE = "ingress-nginx"
+NGINX = "nginx.ingress.kubernetes.io/"
+SECRETS_DIR = "/run/secrets"
+SESSION_AFFINITY_TIMEOUT = 3600
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
+
+# Kinds in the order they are applied (dependencies first).
+KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "NetworkPolicy",
+              "Service", "StatefulSet", "Deployment", "HorizontalPodAutoscaler",
+              "PodDisruptionBudget", "Ingress")
+
+# Scaling behaviour of the design: up by max(+50 %, +2 pods) per 60 s; down by
+# min(-10 %, -1 pod) per 60 s after a 300 s stabilisation window.
+HPA_SCALE_UP = {"percent": 50, "pods": 2, "period": 60, "select": "max"}
+HPA_SCALE_DOWN = {"percent": 10, "pods": 1, "period": 60, "select": "min", "stabilization": 300}
+
+# RBAC roles from the seeds: 000's tenant-operator and 001's pod-reader.
+ROLES = {
+    "tenant-operator": [
+        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"],
+         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["services", "configmaps"],
+         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
+        {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
+         "verbs": ["get", "list", "watch"]},
+    ],
+    "pod-reader": [
+        {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+    ],
+}
+
+DATASTORE_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6}
+
+
+class RenderError(ValueError):
+    """The model cannot be rendered for Kubernetes (names the field and the problem)."""
+
+
+# --------------------------------------------------------------------------- helpers
+def digest(text, salt):
+    """The short digest of a secret value shown in annotations (never the value)."""
+    return "sha256:" + hashlib.sha256((salt + "\0" + text).encode("utf-8")).hexdigest()[:16]
+
+
+def _checksum(parts):
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def k8s_name(name):
+    """A secret/object name as a DNS-1123 name ("postgres_password" -> "postgres-password")."""
+    out = str(name).lower().replace("_", "-").replace(".", "-")
+    if len(out) > 63 or not DNS1123_LABEL.match(out):
+        raise RenderError("%r cannot be made a DNS-1123 name (got %r)" % (name, out))
+    return out
+
+
+def labels(stack, component, role=None, tenant=None):
+    """The standard labels of every object of the stack."""
+    out = {
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/part-of": stack,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if role:
+        out["app.kubernetes.io/component"] = role
+    if tenant:
+        out[TENANT_LABEL] = tenant
+    return out
+
+
+def selector(stack, component):
+    """Immutable selector labels of a workload (a subset of its pod labels)."""
+    return {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": stack}
+
+
+def _meta(name, namespace, lbls, annotations=None):
+    meta = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    meta["labels"] = dict(lbls)
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def _tenant(model, svc=None):
+    value = (svc or {}).get("tenant") or model.get("tenant")
+    if value is None:
+        return None
+    value = str(value)
+    if len(value) > 63 or not DNS1123_LABEL.match(value):
+        raise RenderError("tenant: %r is not a DNS-1123 label" % value)
+    return value
+
+
+def session_affinity(svc):
+    """The per-service ``session_affinity`` key (not in the model yet) as (on, timeout)."""
+    value = svc.get("session_affinity")
+    if value in (None, False, "None", "none"):
+        return None
+    if value is True or value in ("ClientIP", "client_ip", "clientip"):
+        return SESSION_AFFINITY_TIMEOUT
+    if isinstance(value, dict):
+        timeout = value.get("timeout", value.get("timeoutSeconds", SESSION_AFFINITY_TIMEOUT))
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+            raise RenderError("stack_services.%s.session_affinity.timeout: %r is not allowed "
+                              "(allowed: 1..86400 seconds)" % (svc.get("name"), timeout))
+        return timeout
+    raise RenderError("stack_services.%s.session_affinity: %r is not allowed (allowed: true, "
+                      "ClientIP or {timeout: seconds})" % (svc.get("name"), value))
+
+
+def rate_annotations(route):
+    """ingress-nginx rate-limit annotations for a route's rate/burst/conn_limit.
+
+    ``10r/s`` -> limit-rps 10; ``600r/m`` -> limit-rps 10; ``30r/m`` -> limit-rpm 30
+    (limit-rps is an integer). ingress-nginx's burst is rate x multiplier, so the
+    multiplier is ceil(burst / rate), at least 1. ingress-nginx always uses ``nodelay``.
+    """
+    match = RATE.match(route["rate"])
+    if not match:
+        raise RenderError("route rate %r is not valid (allowed e.g. 10r/s or 600r/m)" % route["rate"])
+    amount, unit = int(match.group(1)), match.group(2)
+    out = {}
+    if unit == "s":
+        out[NGINX + "limit-rps"] = str(amount)
+        per_unit = amount
+    elif amount % 60 == 0:
+        out[NGINX + "limit-rps"] = str(amount // 60)
+        per_unit = amount // 60
+    else:
+        out[NGINX + "limit-rpm"] = str(amount)
+        per_unit = amount
+    multiplier = max(1, int(math.ceil(float(route.get("burst") or 0) / per_unit)))
+    out[NGINX + "limit-burst-multiplier"] = str(multiplier)
+    if route.get("conn_limit"):
+        out[NGINX + "limit-connections"] = str(route["conn_limit"])
+    return out
+
+
+def _secret_value(secrets, name):
+    if name not in secrets or secrets[name] is None:
+        raise RenderError("secret %r is used by the stack but has no value (set it in the vault)" % name)
+    return str(secrets[name])
+
+
+def _b64(text):
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+# --------------------------------------------------------------------------- pods
+def _pod_security(uid, gid):
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": gid,
+        "fsGroup": gid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _container_security(read_only):
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": bool(read_only),
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _uid_gid(model, svc=None):
+    user = (svc or {}).get("user")
+    if user:
+        parts = str(user).split(":")
+        uid = int(parts[0])
+        gid = int(parts[1]) if len(parts) > 1 else uid
+    else:
+        uid = gid = int(model["runtime_uid"])
+    if uid == 0:
+        raise RenderError("stack_services.%s.user: uid 0 is not allowed on Kubernetes "
+                          "(pods run non-root)" % (svc or {}).get("name"))
+    return uid, gid
+
+
+def _secret_volume(names):
+    """One projected volume at /run/secrets holding only the secrets a pod uses."""
+    return {
+        "name": "secrets",
+        "projected": {
+            "defaultMode": 0o440,
+            "sources": [{"secret": {"name": k8s_name(name),
+                                    "items": [{"key": name, "path": name}]}}
+                        for name in sorted(names)],
+        },
+    }
+
+
+def _pod_template(model, component, tenant, container, volumes, secret_names, secrets,
+                  uid_gid, spread=True):
+    stack = model["name"]
+    pod_labels = labels(stack, component, None, tenant)
+    annotations = {CHECKSUM_ANNOTATION: _checksum(
+        {name: digest(_secret_value(secrets, name), stack + ":" + name)
+         for name in sorted(secret_names)})}
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    vols = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
+    if secret_names:
+        mounts.append({"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True})
+        vols.append(_secret_volume(secret_names))
+    container["volumeMounts"] = mounts + container.get("volumeMounts", [])
+    spec = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(*uid_gid),
+        "terminationGracePeriodSeconds": 30,
+        "containers": [container],
+        "volumes": vols + volumes,
+    }
+    if spread:
+        spec["topologySpreadConstraints"] = [{
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(stack, component)},
+        }]
+    return {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": spec}
+
+
+def _resources(svc):
+    out = {}
+    for kind in ("requests", "limits"):
+        section = (svc.get("resources") or {}).get(kind) or {}
+        values = {key: section[key] for key in ("cpu", "memory") if section.get(key)}
+        if values:
+            out[kind] = values
+    return out
+
+
+def _http_probes(health, port_name):
+    def probe(path, period, threshold):
+        return {"httpGet": {"path": path, "port": port_name}, "periodSeconds": period,
+                "timeoutSeconds": max(1, health["timeout"]), "failureThreshold": threshold}
+    period = max(1, health["interval"])
+    return {
+        "startupProbe": probe(health["live"], period,
+                              int(math.ceil(float(health["start_period"]) / period)) + health["retries"]),
+        "livenessProbe": probe(health["live"], period, health["retries"]),
+        "readinessProbe": probe(health["ready"], period, max(1, min(3, health["retries"]))),
+    }
+
+
+def _exec_probes(command, start_period=60):
+    base = dict(DATASTORE_PROBE)
+    return {
+        "startupProbe": dict(base, exec={"command": list(command)},
+                             failureThreshold=int(math.ceil(float(start_period) / base["periodSeconds"]))),
+        "livenessProbe": dict(base, exec={"command": list(command)}),
+        "readinessProbe": dict(base, exec={"command": list(command)}, failureThreshold=3),
+    }
+
+
+def _env(mapping):
+    return [{"name": key, "value": str(mapping[key])} for key in sorted(mapping)]
+
+
+# --------------------------------------------------------------------------- workloads
+def _deployment(model, svc, secrets, namespace):
+    stack = model["name"]
+    name = svc["name"]
+    tenant = _tenant(model, svc)
+    container = {
+        "name": name,
+        "image": svc["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": _container_security(svc.get("read_only", True)),
+    }
+    if svc.get("command"):
+        container["args"] = list(svc["command"])
+    if svc.get("env"):
+        container["env"] = _env(svc["env"])
+    if svc.get("port"):
+        container["ports"] = [{"name": "http", "containerPort": svc["port"], "protocol": "TCP"}]
+        health = svc.get("health")
+        if health and health.get("probe") != "none":
+            container.update(_http_probes(health, "http"))
+        elif not health:
+            container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+    resources = _resources(svc)
+    if resources:
+        container["resources"] = resources
+    template = _pod_template(model, name, tenant, container, [], svc.get("secrets") or [],
+                             secrets, _uid_gid(model, svc))
+    spec = {
+        "selector": {"matchLabels": selector(stack, name)},
+        "revisionHistoryLimit": 5,
+        "strategy": {"type": "RollingUpdate",
+                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": template,
+    }
+    if not svc.get("autoscaling"):
+        spec = dict({"replicas": svc["replicas"]}, **spec)
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": _meta(name, namespace, labels(stack, name, "app", tenant)),
+            "spec": spec}
+
+
+def _statefulset(model, component, role, container, secret_names, secrets, namespace,
+                 storage, data_path):
+    stack = model["name"]
+    tenant = _tenant(model)
+    volumes = []
+    claims = []
+    container["volumeMounts"] = [{"name": "data", "mountPath": data_path}]
+    if storage:
+        claims.append({
+            "metadata": {"name": "data", "labels": labels(stack, component, role, tenant)},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}},
+        })
+    else:
+        volumes.append({"name": "data", "emptyDir": {}})
+    template = _pod_template(model, component, tenant, container, volumes, secret_names, secrets,
+                             _uid_gid(model), spread=False)
+    spec = {
+        "serviceName": component,
+        "replicas": 1,
+        "selector": {"matchLabels": selector(stack, component)},
+        "podManagementPolicy": "OrderedReady",
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": template,
+    }
+    if claims:
+        spec["volumeClaimTemplates"] = claims
+        spec["persistentVolumeClaimRetentionPolicy"] = {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": _meta(component, namespace, labels(stack, component, role, tenant)),
+            "spec": spec}
+
+
+def _postgres(model, secrets, namespace):
+    pg = model["postgres"]
+    secret = pg["password_secret"]
+    probe = ["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(pg["port"]),
+             "-U", pg["user"], "-d", pg["database"]]
+    container = {
+        "name": "postgres",
+        "image": pg["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": _container_security(True),
+        "env": _env({
+            "POSTGRES_DB": pg["database"],
+            "POSTGRES_USER": pg["user"],
+            "POSTGRES_PASSWORD_FILE": "%s/%s" % (SECRETS_DIR, secret),
+            "POSTGRES_MAX_CONNECTIONS": str(pg["max_connections"]),
+            "PGDATA": "/var/lib/postgresql/data/pgdata",
+        }),
+        "ports": [{"name": "postgres", "containerPort": pg["port"], "protocol": "TCP"}],
+    }
+    container.update(_exec_probes(probe, 120))
+    return _statefulset(model, "postgres", "database", container, [secret], secrets, namespace,
+                        pg["storage"], "/var/lib/postgresql/data")
+
+
+def _redis(model, secrets, namespace):
+    rd = model["redis"]
+    env = {"REDIS_PERSISTENCE": rd["persistence"], "REDIS_MAXMEMORY_POLICY": rd["maxmemory_policy"]}
+    if rd.get("maxmemory"):
+        env["REDIS_MAXMEMORY"] = rd["maxmemory"]
+    ping = "redis-cli -h 127.0.0.1 -p %d ping | grep -q PONG" % rd["port"]
+    secret_names = []
+    if rd.get("password_secret"):
+        secret_names.append(rd["password_secret"])
+        env["REDIS_PASSWORD_FILE"] = "%s/%s" % (SECRETS_DIR, rd["password_secret"])
+        # Backticks, not "$(...)": the kubelet expands $(VAR) in probe commands.
+        ping = 'REDISCLI_AUTH="`cat %s`" %s' % (env["REDIS_PASSWORD_FILE"], ping)
+    container = {
+        "name": "redis",
+        "image": rd["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "securityContext": _container_security(True),
+        "env": _env(env),
+        "ports": [{"name": "redis", "containerPort": rd["port"], "protocol": "TCP"}],
+    }
+    container.update(_exec_probes(["sh", "-c", ping], 60))
+    storage = rd["storage"] if rd["persistence"] != "none" else None
+    return _statefulset(model, "redis", "cache", container, secret_names, secrets, namespace,
+                        storage, "/data")
+
+
+# --------------------------------------------------------------------------- services
+def _service(model, svc, namespace):
+    stack = model["name"]
+    name = svc["name"]
+    spec = {
+        "type": "ClusterIP",
+        "selector": selector(stack, name),
+        "ports": [{"name": "http", "port": svc["port"], "targetPort": "http", "protocol": "TCP"}],
+    }
+    timeout = session_affinity(svc)
+    if timeout:
+        spec["sessionAffinity"] = "ClientIP"
+        spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": timeout}}
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(name, namespace, labels(stack, name, "app", _tenant(model, svc))),
+            "spec": spec}
+
+
+def _headless(model, component, role, port, namespace):
+    stack = model["name"]
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(component, namespace, labels(stack, component, role, _tenant(model))),
+            "spec": {
+                "clusterIP": "None",
+                "selector": selector(stack, component),
+                "ports": [{"name": component, "port": port, "targetPort": component,
+                           "protocol": "TCP"}],
+            }}
+
+
+# --------------------------------------------------------------------------- ingress
+def _ingress(model, svc, namespace, tls_secret, auth_secret):
+    stack = model["name"]
+    proxy = model["proxy"]
+    route = svc["route"]
+    annotations = rate_annotations(route)
+    annotations[NGINX + "proxy-body-size"] = proxy["client_max_body_size"]
+    annotations[NGINX + "proxy-read-timeout"] = str(route["timeout"])
+    annotations[NGINX + "proxy-send-timeout"] = str(route["timeout"])
+    if route.get("cors_origins"):
+        annotations[NGINX + "enable-cors"] = "true"
+        annotations[NGINX + "cors-allow-origin"] = ", ".join(route["cors_origins"])
+    if tls_secret:
+        annotations[NGINX + "ssl-redirect"] = "true" if proxy["tls"]["redirect_http"] else "false"
+    if route.get("basic_auth"):
+        annotations[NGINX + "auth-type"] = "basic"
+        annotations[NGINX + "auth-secret"] = auth_secret
+        annotations[NGINX + "auth-realm"] = "Authentication required"
+    timeout = session_affinity(svc)
+    if timeout:
+        # ingress-nginx balances to endpoints itself: the Service's ClientIP affinity does not
+        # apply behind it, so the same stickiness is asked for with a cookie.
+        annotations[NGINX + "affinity"] = "cookie"
+        annotations[NGINX + "session-cookie-name"] = "%s-%s" % (stack, svc["name"])
+        annotations[NGINX + "session-cookie-max-age"] = str(timeout)
+    if route.get("strip_prefix"):
+        prefix = route["path"].rstrip("/")
+        path, path_type = "%s(/|$)(.*)" % prefix, "ImplementationSpecific"
+        annotations[NGINX + "use-regex"] = "true"
+        annotations[NGINX + "rewrite-target"] = "/$2"
+    else:
+        path, path_type = route["path"], "Prefix"
+    rule = {"http": {"paths": [{
+        "path": path, "pathType": path_type,
+        "backend": {"service": {"name": svc["name"], "port": {"name": "http"}}},
+    }]}}
+    host = proxy.get("host")
+    if host:
+        rule = dict({"host": host}, **rule)
+    spec = {"ingressClassName": INGRESS_CLASS, "rules": [rule]}
+    if tls_secret:
+        tls = {"secretName": tls_secret}
+        if host:
+            tls["hosts"] = [host]
+        spec["tls"] = [tls]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": _meta(svc["name"], namespace,
+                              labels(stack, svc["name"], "ingress", _tenant(model, svc)),
+                              dict(sorted(annotations.items()))),
+            "spec": spec}
+
+
+# --------------------------------------------------------------------------- network
+def _policy(stack, name, namespace, pod_selector, types, ingress=None, egress=None):
+    spec = {"podSelector": pod_selector, "policyTypes": types}
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(name, namespace, labels(stack, name, "network-policy")),
+            "spec": spec}
+
+
+def _peer(model, component, tenant=None):
+    match = selector(model["name"], component)
+    if tenant:
+        match[TENANT_LABEL] = tenant
+    return {"podSelector": {"matchLabels": match}}
+
+
+def network_policies(model, namespace, ingress_namespace=INGRESS_NAMESPACE):
+    """Default deny, DNS egress, and exactly the flows the model implies."""
+    stack = model["name"]
+    out = [
+        _policy(stack, "default-deny", namespace, {}, ["Ingress", "Egress"]),
+        _policy(stack, "allow-dns", namespace, {}, ["Egress"], egress=[{
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }]),
+    ]
+    apps = {svc["name"]: svc for svc in model["services"]}
+    stores = {key: model[key] for key in ("postgres", "redis") if model[key]["enabled"]}
+    ingress_rules = {name: [] for name in list(apps) + list(stores)}
+    egress_rules = {name: [] for name in list(apps) + list(stores)}
+    for name, svc in sorted(apps.items()):
+        tenant = _tenant(model, svc)
+        if svc.get("route") and svc.get("port"):
+            ingress_rules[name].append({
+                "from": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": ingress_namespace}}}],
+                "ports": [{"protocol": "TCP", "port": svc["port"]}],
+            })
+        for dep in svc.get("depends_on") or []:
+            if dep in stores and dep in (svc.get("uses") or []):
+                port = stores[dep]["port"]
+                target_tenant = _tenant(model)
+            elif dep in apps and apps[dep].get("port"):
+                port = apps[dep]["port"]
+                target_tenant = _tenant(model, apps[dep])
+                if tenant != target_tenant:
+                    continue  # never across tenants
+            else:
+                continue
+            egress_rules[name].append({"to": [_peer(model, dep, target_tenant)],
+                                       "ports": [{"protocol": "TCP", "port": port}]})
+            ingress_rules[dep].append({"from": [_peer(model, name, tenant)],
+                                       "ports": [{"protocol": "TCP", "port": port}]})
+    for name in sorted(ingress_rules):
+        out.append(_policy(stack, "allow-%s" % name, namespace,
+                           {"matchLabels": selector(stack, name)}, ["Ingress", "Egress"],
+                           ingress=ingress_rules[name], egress=egress_rules[name]))
+    return out
+
+
+# --------------------------------------------------------------------------- rbac
+def rbac(model, namespace):
+    stack = model["name"]
+    out = []
+    for role, rules in sorted(ROLES.items()):
+        lbls = labels(stack, role, "rbac")
+        out.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": _meta(role, namespace, lbls),
+                    "automountServiceAccountToken": False})
+        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                    "metadata": _meta(role, namespace, lbls), "rules": rules})
+        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": _meta(role, namespace, lbls),
+                    "subjects": [{"kind": "ServiceAccount", "name": role, "namespace": namespace}],
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}})
+    return out
+
+
+# --------------------------------------------------------------------------- scaling
+def hpa(model, svc, namespace):
+    """The autoscaling/v2 HPA of a service, built by hpa_tune's own spec builder."""
+    auto = svc["autoscaling"]
+    params = {
+        "target": {"kind": "Deployment", "name": svc["name"]},
+        "min_replicas": auto["min"],
+        "max_replicas": auto["max"],
+        "cpu_utilization": auto.get("cpu"),
+        "memory_utilization": auto.get("memory"),
+        "scale_up": HPA_SCALE_UP,
+        "scale_down": HPA_SCALE_DOWN,
+    }
+    errors = _hpa.validate_params(dict(params, name=svc["name"], namespace=namespace))
+    if errors:
+        raise RenderError("stack_services.%s.autoscaling: %s" % (svc["name"], "; ".join(errors)))
+    desired = _hpa.build_desired(params)[0]
+    spec = _hpa.merge_spec({}, desired)
+    return _hpa.render_manifest(svc["name"], namespace, spec,
+                                labels=labels(model["name"], svc["name"], "autoscaler",
+                                              _tenant(model, svc)))
+
+
+def pdb(model, svc, namespace):
+    """A PodDisruptionBudget, only when at least two pods run (else it blocks drains)."""
+    pods = svc["autoscaling"]["min"] if svc.get("autoscaling") else svc["replicas"]
+    if pods < 2:
+        return None
+    stack = model["name"]
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(svc["name"], namespace,
+                              labels(stack, svc["name"], "app", _tenant(model, svc))),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(stack, svc["name"])},
+                     "unhealthyPodEvictionPolicy": "AlwaysAllow"}}
+
+
+# --------------------------------------------------------------------------- secrets
+def _secret(model, name, data, namespace, secret_type="Opaque", role="secret"):
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": _meta(name, namespace, labels(model["name"], name, role)),
+            "type": secret_type,
+            "data": {key: _b64(value) for key, value in sorted(data.items())}}
+
+
+def _check_secret_names(names):
+    seen = {}
+    for name in names:
+        target = k8s_name(name)
+        if target in seen and seen[target] != name:
+            raise RenderError("stack_secrets: %r and %r both become the Secret %r on Kubernetes; "
+                              "rename one" % (seen[target], name, target))
+        seen[target] = name
+
+
+# --------------------------------------------------------------------------- render
+def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE):
+    """The stack's manifests, as a list of dicts in apply order.
+
+    ``secrets`` maps secret names to values (from the vault). ``htpasswd`` is the
+    htpasswd text for routes with ``basic_auth`` (the nginx_proxy role computes it).
+    Raises RenderError when something the manifests need is missing.
+    """
+    secrets = dict(secrets or {})
+    stack = model["name"]
+    namespace = k8s_name(stack)
+    tenant = _tenant(model)
+    proxy = model["proxy"]
+    out = []
+
+    ns_labels = labels(stack, stack, "namespace", tenant)
+    ns_labels.update({
+        "kubernetes.io/metadata.name": namespace,
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    })
+    out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(namespace, None, ns_labels)})
+    out.extend(rbac(model, namespace))
+
+    # Secrets: one Opaque Secret per stack secret a pod uses (key = the secret's name);
+    # the TLS pair becomes one kubernetes.io/tls Secret for the Ingress.
+    routed = [svc for svc in model["services"] if svc.get("route") and svc.get("port")]
+    tls_secret = None
+    tls_names = set()
+    if proxy["enabled"] and proxy["tls"]["enabled"] and routed:
+        tls_names = {proxy["tls"]["cert_secret"], proxy["tls"]["key_secret"]}
+        tls_secret = "%s-tls" % namespace
+        out.append(_secret(model, tls_secret, {
+            "tls.crt": _secret_value(secrets, proxy["tls"]["cert_secret"]),
+            "tls.key": _secret_value(secrets, proxy["tls"]["key_secret"]),
+        }, namespace, "kubernetes.io/tls", "tls"))
+    used = set()
+    for svc in model["services"]:
+        used.update(svc.get("secrets") or [])
+    if model["postgres"]["enabled"]:
+        used.add(model["postgres"]["password_secret"])
+    if model["redis"]["enabled"] and model["redis"].get("password_secret"):
+        used.add(model["redis"]["password_secret"])
+    # Stack secrets no pod uses are still shipped (the tenant's tools may read them),
+    # except the TLS pair and basic-auth passwords, which only the Ingress needs.
+    basic_auth_users = {u["password_secret"] for u in proxy.get("basic_auth_users") or []}
+    extra = set(model.get("secret_names") or []) - tls_names - basic_auth_users
+    wanted = sorted(used | {name for name in extra if name in secrets})
+    _check_secret_names(wanted)
+    for name in wanted:
+        out.append(_secret(model, k8s_name(name), {name: _secret_value(secrets, name)}, namespace))
+    auth_secret = None
+    if any(svc["route"].get("basic_auth") for svc in routed):
+        if not htpasswd:
+            raise RenderError("a route has basic_auth: pass the htpasswd content "
+                              "(from the nginx_proxy role) to render the Ingress' auth Secret")
+        auth_secret = "%s-basic-auth" % namespace
+        out.append(_secret(model, auth_secret, {"auth": str(htpasswd)}, namespace, "Opaque", "auth"))
+
+    out.extend(network_policies(model, namespace, ingress_namespace))
+
+    for svc in model["services"]:
+        if svc.get("port"):
+            out.append(_service(model, svc, namespace))
+    if model["postgres"]["enabled"]:
+        out.append(_headless(model, "postgres", "database", model["postgres"]["port"], namespace))
+        out.append(_postgres(model, secrets, namespace))
+    if model["redis"]["enabled"]:
+        out.append(_headless(model, "redis", "cache", model["redis"]["port"], namespace))
+        out.append(_redis(model, secrets, namespace))
+    for svc in model["services"]:
+        out.append(_deployment(model, svc, secrets, namespace))
+        if svc.get("autoscaling"):
+            out.append(hpa(model, svc, namespace))
+        budget = pdb(model, svc, namespace)
+        if budget:
+            out.append(budget)
+    if proxy["enabled"]:
+        for svc in routed:
+            out.append(_ingress(model, svc, namespace, tls_secret, auth_secret))
+
+    check_names(out)
+    return sorted(out, key=lambda m: (KIND_ORDER.index(m["kind"]), m["metadata"]["name"]))
+
+
+def check_names(manifests):
+    """Every object name is a DNS-1123 name and unique per kind."""
+    seen = set()
+    for item in manifests:
+        name = item["metadata"]["name"]
+        pattern = DNS1123_LABEL if item["kind"] in ("Namespace", "Service") else DNS1123_SUBDOMAIN
+        limit = 63 if item["kind"] in ("Namespace", "Service") else 253
+        if len(name) > limit or not pattern.match(name):
+            raise RenderError("%s name %r is not a valid DNS-1123 name" % (item["kind"], name))
+        key = (item["kind"], name)
+        if key in seen:
+            raise RenderError("two %s objects are named %r" % key)
+        seen.add(key)
+
+
+def secret_values_in(manifests, secrets):
+    """Names of secrets whose value shows up in a non-Secret manifest (should be none)."""
+    found = set()
+    for item in manifests:
+        if item["kind"] == "Secret":
+            continue
+        blob = json.dumps(item, sort_keys=True)
+        for name, value in (secrets or {}).items():
+            if value and str(value) in blob:
+                found.add(name)
+    return sorted(found)
