@@ -306,7 +306,7 @@ def test_basic_defaults_render_a_complete_non_root_config(results):
         "limit_req zone=api burst=20 nodelay;",
         "limit_conn perip 100;",
         "keepalive 32;",
-        "server api:8000 max_fails=0;",
+        "server api:8000;",
         "proxy_http_version 1.1;",
         "proxy_pass http://api;",
         "proxy_set_header Host $host;",
@@ -349,7 +349,7 @@ def test_basic_defaults_render_a_complete_non_root_config(results):
 def test_basic_config_passes_nginx_t_with_upstreams_on_loopback(results, tmp_path):
     """The role validated a copy with `api` rewritten to 127.0.0.1; so does this test."""
     conf = _conf(_ok(results, "basic"))
-    conf = conf.replace("server api:8000 max_fails=0;", "server 127.0.0.1:8000 max_fails=0;").replace("/tmp/", "%s/" % tmp_path)
+    conf = conf.replace("server api:8000;", "server 127.0.0.1:8000 max_fails=0;").replace("/tmp/", "%s/" % tmp_path)
     (tmp_path / "nginx.conf").write_text(conf)
     rc, output = _nginx_t(tmp_path, tmp_path / "nginx.conf")
     assert rc == 0, output
