@@ -13,23 +13,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _model
-
-
-def _plain(value):
-    """Turn Ansible's tagged/lazy containers into plain Python data."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return float(value)
-    return value
+from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
 
 
 def stack_model(raw):
