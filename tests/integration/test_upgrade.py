@@ -149,3 +149,20 @@ def test_broken_version_is_rolled_back_without_failed_requests(inventory):
     assert set(api_containers()) == before
     with open(os.path.join(PROJECT_DIR, "compose.yaml"), encoding="utf-8") as handle:
         assert "APP_VERSION: 1.1.0" in handle.read().replace("'", "")
+
+
+def test_check_mode_on_a_stack_stopped_by_hand_predicts_the_start(inventory):
+    """`deploy.yml --check` on stopped containers says what it would start, and fails nothing."""
+    subprocess.run(["docker", "compose", "-p", NAME, "stop", "--timeout", "5"], capture_output=True,
+                   check=True)
+    try:
+        result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", inventory, "--check",
+                      "-e", "api_version=1.1.0"], timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert "would start: %s-" % NAME in result.stdout
+        assert recap(result.stdout)["changed"] >= 1
+    finally:
+        result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", inventory,
+                      "-e", "api_version=1.1.0"], timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert version() == "1.1.0"
