@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils import _observability
+
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
@@ -33,8 +35,7 @@ PERSISTENCE = ("aof", "rdb", "none")
 PROBES = ("auto", "curl", "wget", "python", "none")
 DATASTORES = ("postgres", "redis")
 # Names the platform uses for its own components: an app service may not take them.
-RESERVED = ("postgres", "redis", "proxy", "prometheus", "alertmanager", "grafana",
-            "elasticsearch", "logstash", "kibana", "filebeat")
+RESERVED = ("postgres", "redis", "proxy") + _observability.COMPONENTS
 PLACEHOLDER = re.compile(
     r"^(|change[_-]?(this|me|it)|changeme|password|passw0rd|secret|admin|default|"
     r"example|todo|xxx+|senha|senha-segura|123456+|<.*>|\$\{.*\})$",
@@ -58,6 +59,7 @@ BUILD_RECIPES = {
     "opsdeck/nginx": "nginx",
     "opsdeck/refapp": "refapp",
 }
+BUILD_RECIPES.update(_observability.BUILD_RECIPES)
 
 
 class ModelError(Exception):
@@ -510,18 +512,11 @@ def normalize(raw):
                                                     "volatile-random", "volatile-ttl")),
         "port": 6379,
     })
+    known = clean_secrets if refuse else secrets
     for section in ("monitoring", "logging"):
-        sec = data.get(section)
-        if sec is None:
-            sec = {}
-        if not isinstance(sec, dict):
-            checker.err("stack_%s" % section, "must be a mapping")
-            sec = {}
-        if sec.get("enabled"):
-            checker.err("stack_%s.enabled" % section,
-                        "true is not supported yet by this version of opsdeck.stack "
-                        "(allowed: false)")
-        model[section] = {"enabled": False}
+        model[section] = getattr(_observability, section)(
+            checker, data.get(section), "stack_%s" % section, model,
+            lambda name, where: _require_secret(checker, known, name, where))
 
     services = data.get("services") or []
     if not isinstance(services, list):
@@ -628,6 +623,7 @@ def images(model):
         section = model.get(component) or {}
         if section.get("enabled"):
             wanted.append((component, section["image"], None))
+    wanted.extend(_observability.images(model))
     out, seen = [], set()
     for component, image, build in wanted:
         if image in seen:

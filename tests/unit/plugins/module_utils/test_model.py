@@ -137,10 +137,12 @@ def test_dev_accepts_simple_passwords():
     assert normalize(raw)["secret_names"] == ["db_password", "postgres_password"]
 
 
-def test_unsupported_sections_are_refused_not_ignored():
+def test_monitoring_section_is_validated_not_ignored():
+    # The sections themselves are tested in test_observability.py.
     errors = errors_of(with_changes(monitoring={"enabled": True}))
-    assert errors == ["stack_monitoring.enabled: true is not supported yet by this version of "
-                      "opsdeck.stack (allowed: false)"]
+    assert errors == ["stack_monitoring.grafana.admin_password_secret: secret "
+                      "'grafana_admin_password' is not defined in stack_secrets "
+                      "(defined: db_password, postgres_password)"]
 
 
 def test_proxy_without_routes_is_refused():
