@@ -1,0 +1,45 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters exposing the monitoring and ELK renderers to the monitoring and elk roles."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+
+
+def _need(model, section):
+    model = _plain(model)
+    if not isinstance(model, dict) or section not in model or "target" not in model:
+        raise AnsibleFilterError("expected the normalised stack model (fact opsdeck_stack, "
+                                 "from opsdeck.stack.preflight or the stack_model filter)")
+    return model
+
+
+def monitoring_files(model, secrets):
+    """Prometheus, Alertmanager and Grafana files: [{path, content, mode, secret}]."""
+    return _monitoring.render(_need(model, "monitoring"), _plain(secrets or {}))
+
+
+def monitoring_storage_flags(model):
+    """Prometheus' retention flags from the model."""
+    return _monitoring.storage_flags(_need(model, "monitoring"))
+
+
+def monitoring_validation_copy(text):
+    """prometheus.yml with kubernetes_sd replaced by static targets (for promtool)."""
+    return _monitoring.validation_copy(str(text))
+
+
+class FilterModule:
+    """opsdeck.stack observability filters."""
+
+    def filters(self):
+        return {
+            "monitoring_files": monitoring_files,
+            "monitoring_storage_flags": monitoring_storage_flags,
+            "monitoring_validation_copy": monitoring_validation_copy,
+        }
