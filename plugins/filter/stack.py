@@ -48,9 +48,10 @@ def _str_presenter(dumper, data):
 _Dumper.add_representer(str, _str_presenter)
 
 
-def compose_project(model, secrets, proxy_files=None):
+def compose_project(model, secrets, proxy_files=None, monitoring_files=None):
     """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}}."""
-    result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []))
+    result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
+                             _plain(monitoring_files or []))
     text = yaml.dump(result["project"], Dumper=_Dumper, sort_keys=False,
                      default_flow_style=False, width=120)
     header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"

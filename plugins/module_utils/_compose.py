@@ -19,10 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring
+
 LABEL_PREFIX = "org.opsdeck"
 SECRETS_DIR = "secrets"
 CONFIG_DIR = "config"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+MONITORING_DIR = CONFIG_DIR + "/monitoring"
+# Services whose bind-mounted configuration rolls them when it changes.
+CONFIG_MOUNTS = {"proxy": CONFIG_DIR + "/proxy/", "prometheus": MONITORING_DIR + "/prometheus/"}
 
 
 def digest(text, salt=""):
@@ -118,11 +123,12 @@ def _base(model, component, image):
     }
 
 
-def render(model, secrets, proxy_files=None):
+def render(model, secrets, proxy_files=None, monitoring_files=None):
     """Return {"project": compose dict, "files": [...], "hashes": {service: hash}}.
 
     ``secrets`` maps secret names to their values (from the vault); ``proxy_files`` is the
-    ``nginx_proxy_files`` list produced by the nginx_proxy role.
+    ``nginx_proxy_files`` list produced by the nginx_proxy role, ``monitoring_files`` the
+    ``monitoring_files`` list of the monitoring role (used when monitoring is enabled).
     """
     stack = model["name"]
     services = {}
@@ -257,6 +263,10 @@ def render(model, secrets, proxy_files=None):
             svc.pop("depends_on")
         services["proxy"] = svc
 
+    if (model.get("monitoring") or {}).get("enabled"):
+        _monitoring_services(model, monitoring_files or [], services, files, volumes,
+                             add_secret, used_secrets, secret_defs)
+
     # Secret files and the labels that roll the services using them.
     for name in sorted(used_secrets):
         if name in secrets:
@@ -265,9 +275,9 @@ def render(model, secrets, proxy_files=None):
     for name, svc in services.items():
         names = [s if isinstance(s, str) else s["source"] for s in svc.get("secrets", [])]
         parts = {"secrets": {n: _secret_digest(n, secrets, files, stack) for n in sorted(names)}}
-        if name == "proxy":
+        if name in CONFIG_MOUNTS:
             parts["config"] = {f["path"]: digest(f["content"]) for f in files
-                               if f["path"].startswith(CONFIG_DIR + "/proxy/")}
+                               if f["path"].startswith(CONFIG_MOUNTS[name])}
         hashes[name] = _content_hash(parts)
         svc["labels"]["%s.config-hash" % LABEL_PREFIX] = hashes[name]
         svc["labels"].update({"%s.secret.%s" % (LABEL_PREFIX, n): d
@@ -275,6 +285,9 @@ def render(model, secrets, proxy_files=None):
 
     project = {"name": stack, "services": services,
                "networks": {"frontend": {}, "backend": {"internal": True}}}
+    if "prometheus" in services:
+        # Prometheus and Alertmanager: published on 127.0.0.1 only, Alertmanager reaches out.
+        project["networks"]["monitoring"] = {}
     if volumes:
         project["volumes"] = volumes
     if secret_defs:
@@ -298,3 +311,101 @@ def _has_health(model, name):
             return bool(app.get("health") and app.get("port")
                         and app["health"]["probe"] != "none")
     return name in ("postgres", "redis")
+
+
+def _monitoring_services(model, monitoring_files, services, files, volumes, add_secret,
+                         used_secrets, secret_defs):
+    """Prometheus, Alertmanager and the exporters (images built from Debian packages).
+
+    Grafana is not run on Compose (no Debian package): its provisioning files are written
+    under config/monitoring/grafana for reference; it runs on Kubernetes.
+    """
+    mon = model["monitoring"]
+    images = mon["images"]
+    for item in monitoring_files:
+        if item.get("secret"):
+            name = "monitoring-%s" % item["path"].replace(".", "-").replace("/", "-")
+            used_secrets.add(name)
+            secret_defs[name] = {"file": "./%s/%s" % (SECRETS_DIR, name)}
+            files.append({"path": "%s/%s" % (SECRETS_DIR, name), "content": item["content"],
+                          "mode": "0600", "secret": True})
+        else:
+            files.append({"path": "%s/%s" % (MONITORING_DIR, item["path"]),
+                          "content": item["content"], "mode": item.get("mode", "0644"),
+                          "secret": False})
+    probe = {"interval": 10, "timeout": 3, "retries": 6, "start_period": 10}
+
+    prom = _base(model, "prometheus", images["prometheus"])
+    prom.update({
+        "command": ["/usr/bin/prometheus",
+                    "--config.file=/etc/prometheus/opsdeck/prometheus.yml",
+                    "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"]
+        + _monitoring.storage_flags(model),
+        "volumes": ["./%s/prometheus:/etc/prometheus/opsdeck:ro" % MONITORING_DIR,
+                    "promdata:/prometheus"],
+        "networks": ["backend", "monitoring"],
+        "healthcheck": _healthcheck(http_probe(9090, "/-/ready", "python"), probe),
+        "stop_grace_period": "30s",
+    })
+    if mon.get("port"):
+        prom["ports"] = ["127.0.0.1:%d:9090" % mon["port"]]
+    services["prometheus"] = prom
+    volumes["promdata"] = {}
+
+    am = _base(model, "alertmanager", images["alertmanager"])
+    am.update({
+        "command": ["/usr/bin/prometheus-alertmanager",
+                    "--config.file=/run/secrets/alertmanager.yml",
+                    "--storage.path=/alertmanager", "--web.listen-address=:9093",
+                    "--cluster.listen-address="],
+        "secrets": [{"source": "monitoring-alertmanager-alertmanager-yml",
+                     "target": "alertmanager.yml"}],
+        "volumes": ["alertmanagerdata:/alertmanager"],
+        "networks": ["backend", "monitoring"],
+        "healthcheck": _healthcheck(http_probe(9093, "/-/ready", "python"), probe),
+    })
+    services["alertmanager"] = am
+    volumes["alertmanagerdata"] = {}
+
+    exporter_ports = dict(_monitoring.exporters(model))
+
+    def exporter(name, command, networks, depends=None):
+        svc = _base(model, name, images["exporters"])
+        svc.update({"command": command, "networks": networks,
+                    "healthcheck": _healthcheck(
+                        http_probe(exporter_ports[name], "/metrics", "python"), probe)})
+        if depends:
+            svc["depends_on"] = {depends: {"condition": "service_healthy"}}
+        services[name] = svc
+        return svc
+
+    if "redis-exporter" in exporter_ports:
+        rd = model["redis"]
+        command = ["redis", "--redis.addr=redis://redis:%d" % rd["port"]]
+        if mon["redis_queues"]:
+            command.append("--check-single-keys=" + ",".join(
+                "db0=%s" % q["key"] for q in mon["redis_queues"]))
+        svc = exporter("redis-exporter", command, ["backend"], "redis")
+        if rd.get("password_secret"):
+            add_secret(rd["password_secret"])
+            svc["secrets"] = [rd["password_secret"]]
+            svc["environment"] = {"REDIS_PASSWORD_FILE": "/run/secrets/%s" % rd["password_secret"]}
+    if "postgres-exporter" in exporter_ports:
+        pg = model["postgres"]
+        add_secret(pg["password_secret"])
+        svc = exporter("postgres-exporter", ["postgres"], ["backend"], "postgres")
+        svc["secrets"] = [pg["password_secret"]]
+        svc["environment"] = {
+            "DATA_SOURCE_URI": "postgres:%d/%s?sslmode=disable" % (pg["port"], pg["database"]),
+            "DATA_SOURCE_USER": pg["user"],
+            "DATA_SOURCE_PASS_FILE": "/run/secrets/%s" % pg["password_secret"],
+        }
+    if "nginx-exporter" in exporter_ports:
+        exporter("nginx-exporter", ["nginx", "-nginx.scrape-uri=http://proxy:%d/stub_status"
+                                    % _monitoring.NGINX_STATUS_PORT],
+                 ["frontend", "backend"], "proxy")
+    svc = exporter("node-exporter", [
+        "node", "--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root",
+        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+        ["backend"])
+    svc["volumes"] = ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"]

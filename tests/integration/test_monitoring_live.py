@@ -1,0 +1,145 @@
+"""Monitoring on the Compose target, live on the real local Docker engine.
+
+A stack of its own (project opsdeck-obs: proxy on 127.0.0.1:18480, Prometheus on
+127.0.0.1:18481) is deployed with stack_monitoring.enabled through playbooks/deploy.yml:
+Prometheus, Alertmanager and the Redis, PostgreSQL, nginx and node exporters run from
+images built from Debian packages. Through Prometheus' HTTP API the test checks that every
+app replica and every exporter is a target that is up, that seed 002's queue length
+(ifinu:fila:whatsapp, a Redis list) is measured and recorded, that the rule files were
+loaded, and that a second deploy changes nothing. Grafana is not run (no Debian package).
+"""
+
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+
+from helpers import ROOT, recap, run
+
+NAME = "opsdeck-obs"
+PROXY_PORT = 18480
+PROM_PORT = 18481
+PROJECT_DIR = "/opt/%s" % NAME
+QUEUE = "ifinu:fila:whatsapp"
+STACK = {
+    "stack_name": NAME,
+    "stack_environment": "dev",
+    "stack_project_dir": PROJECT_DIR,
+    "stack_services": [{
+        "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
+        "replicas": 2, "uses": ["redis", "postgres"], "secrets": ["admin_token"],
+        "env": {"APP_NAME": "api", "ADMIN_TOKEN_FILE": "/run/secrets/admin_token",
+                "TENANTS": "acme"},
+        "health": {"ready": "/health/ready", "interval": 2, "retries": 5, "start_period": 5},
+        "route": {"path": "/api/", "rate": "100r/s", "burst": 100}}],
+    "stack_postgres": {"enabled": True, "database": "obs", "user": "obs"},
+    "stack_redis": {"enabled": True, "persistence": "none", "password_secret": "redis_password"},
+    "stack_proxy": {"port": PROXY_PORT, "bind": "127.0.0.1"},
+    "stack_monitoring": {"enabled": True, "port": PROM_PORT, "scrape_interval": "5s",
+                         "evaluation_interval": "5s",
+                         "redis_queues": [{"key": QUEUE, "max_length": 1000}]},
+    "stack_secrets": {"admin_token": "obs-admin-token-1234", "postgres_password": "obs-pg-pass",
+                      "redis_password": "obs-redis-pass", "grafana_admin_password": "obs-grafana"},
+}
+EXPECTED_JOBS = {"prometheus", "api", "alertmanager", "redis", "postgres", "nginx", "node"}
+
+
+def api(path, **params):
+    url = "http://127.0.0.1:%d%s" % (PROM_PORT, path)
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def wait_for(check, timeout=120, what="condition"):
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except OSError as exc:
+            last = exc
+        time.sleep(3)
+    raise AssertionError("%s not reached within %ds (last: %r)" % (what, timeout, last))
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    inv = tmp_path_factory.mktemp("obs-inventory")
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
+    (inv / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump(STACK))
+    log = os.path.join(ROOT, "build", "logs", "monitoring-live-deploy1.log")
+    start = time.monotonic()
+    first = run(["ansible-playbook", "playbooks/deploy.yml", "-i", str(inv)], timeout=1500, log=log)
+    elapsed = time.monotonic() - start
+    try:
+        assert first.returncode == 0, "first deploy failed (log %s)\n%s" % (log, first.stdout[-4000:])
+        yield {"inventory": str(inv), "first": first, "seconds": elapsed}
+    finally:
+        subprocess.run(["docker", "compose", "-p", NAME, "down", "-v", "--timeout", "5"],
+                       capture_output=True, check=False)
+        subprocess.run(["rm", "-rf", PROJECT_DIR], check=False)
+
+
+def test_every_app_replica_and_exporter_is_an_up_target(deployed):
+    def all_up():
+        targets = api("/api/v1/targets", state="active")["activeTargets"]
+        jobs = {}
+        for target in targets:
+            jobs.setdefault(target["labels"]["job"], []).append(target["health"])
+        ok = set(jobs) >= EXPECTED_JOBS and all(h == "up" for hs in jobs.values() for h in hs) \
+            and len(jobs.get("api", [])) == 2
+        return jobs if ok else None
+    jobs = wait_for(all_up, timeout=150, what="every target up")
+    assert len(jobs["api"]) == 2, jobs  # one target per replica (DNS discovery)
+
+
+def test_queue_length_of_seed_002_is_measured(deployed):
+    for i in range(3):
+        subprocess.run(["docker", "compose", "-p", NAME, "exec", "-T", "-e", "REDISCLI_AUTH=obs-redis-pass",
+                        "redis", "redis-cli", "LPUSH", QUEUE, '{"id":"test_%d"}' % i],
+                       capture_output=True, check=True)
+
+    def measured():
+        result = api("/api/v1/query", query='redis_key_size{key="%s"}' % QUEUE)["result"]
+        return result if result and float(result[0]["value"][1]) >= 3 else None
+    result = wait_for(measured, timeout=90, what="redis_key_size of the queue")
+    assert result[0]["metric"]["job"] == "redis"
+    recorded = wait_for(lambda: api("/api/v1/query", query="opsdeck:redis_queue_length:max")["result"],
+                        timeout=60, what="the recording rule of the queue")
+    assert recorded[0]["metric"]["key"] == QUEUE
+
+
+def test_rule_files_are_loaded(deployed):
+    groups = {g["name"] for g in api("/api/v1/rules")["groups"]}
+    assert {"opsdeck.availability", "opsdeck.resources", "VeloFluxBilling", "VeloFluxOrchestration",
+            "aiecommerce-alerts", "opsdeck.queues"} <= groups
+    alertmanagers = api("/api/v1/alertmanagers")["activeAlertmanagers"]
+    assert alertmanagers, "Prometheus found no Alertmanager"
+
+
+def test_prometheus_is_published_on_loopback_only(deployed):
+    out = subprocess.run(["docker", "compose", "-p", NAME, "port", "prometheus", "9090"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "127.0.0.1:%d" % PROM_PORT
+
+
+def test_second_deploy_changes_nothing(deployed):
+    log = os.path.join(ROOT, "build", "logs", "monitoring-live-deploy2.log")
+    second = run(["ansible-playbook", "playbooks/deploy.yml", "-i", deployed["inventory"]],
+                 timeout=900, log=log)
+    assert second.returncode == 0, second.stdout[-3000:]
+    assert recap(second.stdout).get("changed") == 0, "second deploy changed something (log %s)" % log
+    assert "obs-redis-pass" not in second.stdout and "obs-pg-pass" not in second.stdout
