@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _monitoring
 from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
 
 
@@ -34,6 +34,17 @@ def monitoring_validation_copy(text):
     return _monitoring.validation_copy(str(text))
 
 
+def elk_files(model):
+    """Elasticsearch, Logstash, Kibana and Filebeat files: [{path, content, mode, secret}]."""
+    return _elk.render(_need(model, "logging"))
+
+
+def elk_sysctls(model):
+    """Kernel settings a Docker host running Elasticsearch needs."""
+    _need(model, "logging")
+    return _elk.sysctls()
+
+
 class FilterModule:
     """opsdeck.stack observability filters."""
 
@@ -42,4 +53,6 @@ class FilterModule:
             "monitoring_files": monitoring_files,
             "monitoring_storage_flags": monitoring_storage_flags,
             "monitoring_validation_copy": monitoring_validation_copy,
+            "elk_files": elk_files,
+            "elk_sysctls": elk_sysctls,
         }
