@@ -5,6 +5,11 @@ compose:     the Compose target on the local Docker engine: check mode predicts 
              (healthy, 200 through nginx, 429s and no 5xx under a burst, secrets 0600 and
              absent from -v output, a rate-limit change recreates nginx only), destroy.
 nginx_proxy: the nginx_proxy role reused on its own in front of a real nginx.
+monitoring:  the monitoring role on its own, writing into a temporary directory: converge,
+             idempotence, verify (promtool check config and amtool check-config on the written
+             files, alertmanager.yml 0600 and the only file holding a secret).
+elk:         the elk role on its own (prod model, 3 nodes), writing into a temporary directory:
+             converge, idempotence, verify (file set, ILM 90 days, no password written).
 """
 
 import os
@@ -14,7 +19,7 @@ import pytest
 from helpers import BIN, ROOT, run
 
 
-@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose"])
+@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose", "monitoring", "elk"])
 def test_molecule_scenario(scenario):
     log = os.path.join(ROOT, "build", "logs", "molecule-%s.log" % scenario)
     result = run([os.path.join(BIN, "molecule"), "test", "-s", scenario], timeout=1500, log=log)
