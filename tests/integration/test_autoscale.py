@@ -22,6 +22,11 @@ PROD_VAULT = {
     "vault_admin_token": "autoscale-test-admin-token-1183",
     "vault_tls_cert": "autoscale-test-not-a-real-cert-5532",
     "vault_tls_key": "autoscale-test-not-a-real-key-7741",
+    "vault_grafana_admin_password": "autoscale-test-grafana-2210",
+    "vault_slack_webhook_url": "https://hooks.example.invalid/autoscale-3391",
+    "vault_elastic_password": "autoscale-test-elastic-6620",
+    "vault_kibana_system_password": "autoscale-test-kibana-8813",
+    "vault_pagerduty_routing_key": "autoscale-test-pagerduty-4405",
 }
 
 
