@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - ansible-core's controller always has PyYAML
+    yaml = None  # module_utils must import without it (ansible-test sanity "import")
 
 LOGSTASH_BEATS_PORT = 5044
 ES_PORT = 9200

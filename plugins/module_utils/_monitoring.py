@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import json
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - ansible-core's controller always has PyYAML
+    yaml = None  # module_utils must import without it (ansible-test sanity "import")
 
 DATASOURCE_UID = "opsdeck-prometheus"
 PROMETHEUS_PORT = 9090
@@ -40,19 +43,20 @@ SEVERITIES = ("critical", "warning", "info")
 EXCLUDED_FS = "tmpfs|ramfs|overlay|squashfs|nsfs|devtmpfs|autofs"
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block YAML; multi-line strings as literal blocks."""
-
-
 def _str(dumper, data):
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
 
 
-_Dumper.add_representer(str, _str)
+_DUMPER = []
 
 
 def dump(data, header=None):
-    text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120,
+    """Block YAML; multi-line strings as literal blocks."""
+    if not _DUMPER:
+        dumper = type("_Dumper", (yaml.SafeDumper,), {})
+        dumper.add_representer(str, _str)
+        _DUMPER.append(dumper)
+    text = yaml.dump(data, Dumper=_DUMPER[0], sort_keys=False, default_flow_style=False, width=120,
                      allow_unicode=True)
     return ("# %s\n" % header if header else "") + text
 

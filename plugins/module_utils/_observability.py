@@ -166,8 +166,8 @@ def monitoring(checker, raw, path, model, need_secret):
         "port": checker.integer(data, "port", path, 0, low=0, high=65535),
     }
     ipath = path + ".images"
-    images = checker.mapping(data.get("images"), ipath, ("prometheus", "alertmanager", "exporters",
-                                                          "grafana"))
+    images = checker.mapping(data.get("images"), ipath,
+                             ("prometheus", "alertmanager", "exporters", "grafana"))
     out["images"] = {key: _image(checker, images, key, ipath, default)
                      for key, default in list(MONITORING_IMAGES.items()) + [("grafana", GRAFANA_IMAGE)]}
 
@@ -205,8 +205,8 @@ def monitoring(checker, raw, path, model, need_secret):
     out["alerting"] = _alerting(checker, data.get("alerting"), path + ".alerting", secret_check)
 
     gpath = path + ".grafana"
-    grafana = checker.mapping(data.get("grafana"), gpath, ("enabled", "admin_user",
-                                                            "admin_password_secret"))
+    grafana = checker.mapping(data.get("grafana"), gpath,
+                              ("enabled", "admin_user", "admin_password_secret"))
     out["grafana"] = {
         "enabled": checker.boolean(grafana, "enabled", gpath, True),
         "admin_user": checker.string(grafana, "admin_user", gpath, "admin",

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) opsdeck maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Check the monitoring files with the real promtool and amtool (used by tasks/validate.yml).

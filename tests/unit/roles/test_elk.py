@@ -140,7 +140,7 @@ def test_pipeline_is_well_formed(dev, prod):
         text = files["logstash/pipeline/opsdeck.conf"]["content"]
         code = re.sub(r'"(?:[^"\\]|\\.)*"|/(?:[^/\\]|\\.)+/|#.*', "", text)
         assert code.count("{") == code.count("}") and code.count("[") == code.count("]")
-        assert [m for m in re.findall(r"^(\w+) \{", text, re.M)] == ["input", "filter", "output"]
+        assert re.findall(r"^(\w+) \{", text, re.M) == ["input", "filter", "output"]
         assert "${ELASTIC_PASSWORD}" in text
     hosts = re.search(r"hosts => \[(.*)\]", prod["logstash/pipeline/opsdeck.conf"]["content"]).group(1)
     assert hosts == '"http://es-0:9200", "http://es-1:9200", "http://es-2:9200"'
