@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity
+
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
@@ -346,6 +348,8 @@ def _datastore_common(checker, data, path, name, enabled_default=False):
                                 allowed_desc="an image reference"),
         "storage": checker.string(data, "storage", path, "1Gi", pattern=MEMORY,
                                   allowed_desc='a size such as "20Gi"'),
+        # Whether the size was asked for (the fidelity report only counts what was).
+        "storage_set": isinstance(data, dict) and data.get("storage") is not None,
     }
 
 
@@ -585,6 +589,9 @@ def normalize(raw):
 
     for _path, svc in normalised:
         _wire_datastores(svc, postgres, redis)
+        if svc["autoscaling"]:
+            # Every target starts (and, without an autoscaler, stays) at the minimum.
+            svc["replicas"] = svc["autoscaling"]["min"]
     model.update({
         "services": [svc for _path, svc in normalised],
         "postgres": postgres,
@@ -592,6 +599,10 @@ def normalize(raw):
         "proxy": proxy,
     })
     model["images"] = images(model)
+    # stack_strict: refuse a model its target cannot render in full (see _fidelity).
+    strict = _fidelity.strict_errors(model)
+    if strict:
+        raise ModelError(strict)
     return model
 
 
