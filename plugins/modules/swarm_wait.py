@@ -16,7 +16,7 @@ description:
   - An update that Swarm rolled back (C(failure_action=rollback)) or paused since O(since) makes
     the module fail at once with the service, the update state and Swarm's message, instead of
     waiting for the timeout.
-  - Read-only: it never changes anything, so it runs in check mode too.
+  - It only reads, never changes anything, so it runs in check mode too.
   - Uses the C(docker) command-line client of the manager it runs on.
 options:
   stack:
@@ -41,13 +41,18 @@ options:
     description: Only wait for these services (short names, without the stack prefix).
     type: list
     elements: str
+author:
+  - opsdeck maintainers (@opsdeck)
+extends_documentation_fragment:
+  - opsdeck.stack.attributes
 attributes:
   check_mode:
     support: full
+    details: Reads only, as in a normal run.
   diff_mode:
     support: none
-author:
-  - opsdeck maintainers
+  idempotent:
+    support: full
 """
 
 EXAMPLES = r"""
@@ -171,6 +176,18 @@ def look(swarm, stack, since, only):
     return states, failed, busy
 
 
+def describe(states, names):
+    """``api 1/2 running, updating; proxy 0/1 running`` for the given services."""
+    parts = []
+    for name in names:
+        state = states[name]
+        text = "%s %s/%s running" % (name, state["running"], state["desired"])
+        if state["update_state"]:
+            text += ", " + state["update_state"]
+        parts.append(text)
+    return "; ".join(parts)
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -209,11 +226,8 @@ def main():
             module.exit_json(changed=False, services=states, waited=waited)
         if time.monotonic() + params["interval"] > deadline:
             module.fail_json(msg="timed out after %ss waiting for %s: %s" % (
-                params["timeout"], ", ".join(busy), "; ".join(
-                    "%s %s/%s running%s" % (n, states[n]["running"], states[n]["desired"],
-                                           ", " + states[n]["update_state"]
-                                           if states[n]["update_state"] else "")
-                    for n in busy)), services=states, waited=waited)
+                params["timeout"], ", ".join(busy), describe(states, busy)),
+                services=states, waited=waited)
         time.sleep(params["interval"])
 
 

@@ -95,7 +95,7 @@ def inventory(tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:]
     yield str(inv)
     subprocess.run(["docker", "stack", "rm", NAME], capture_output=True, check=False)
-    for _ in range(30):
+    for _attempt in range(30):
         if not docker("ps", "-aq", "--filter", "label=com.docker.stack.namespace=%s" % NAME).strip():
             break
         time.sleep(1)

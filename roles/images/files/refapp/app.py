@@ -1054,6 +1054,7 @@ def main():
                     inflight=app.metrics.inflight())
         # shutdown() blocks until serve_forever() returns: call it from another thread,
         # after the shutdown delay during which requests are still served.
+
         def stop_serving():
             time.sleep(max(0.0, config.shutdown_delay))
             server.shutdown()
