@@ -43,6 +43,7 @@ PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 MIN_PROD_SECRET_LEN = 12
+BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 
 MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3,
                   "T": 1000 ** 4, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3,
@@ -113,6 +114,9 @@ class _Checker:
         value = data.get(key, default)
         if value is None:
             return default
+        if isinstance(value, str) and value.lower() in BOOL_WORDS:
+            # As given on the command line: -e stack_strict=true
+            return BOOL_WORDS[value.lower()]
         if not isinstance(value, bool):
             self.err(_join(path, key), "must be true or false (got %s)" % _short(value))
             return default
