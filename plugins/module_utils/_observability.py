@@ -273,8 +273,8 @@ def logging(checker, raw, path, model, need_secret):
 
 
 def images(model):
-    """The monitoring images the Compose/Swarm targets need: [(component, image, build)]."""
+    """The monitoring images the target runs: [(component, image, build)] (Compose only so far)."""
     mon = model.get("monitoring") or {}
-    if not mon.get("enabled") or model.get("target") == "kubernetes":
+    if not mon.get("enabled") or model.get("target") != "compose":
         return []
     return [(name, mon["images"][name], None) for name in ("prometheus", "alertmanager", "exporters")]
