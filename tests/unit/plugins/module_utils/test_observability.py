@@ -61,14 +61,14 @@ def test_queue_strings_and_mappings():
 
 def test_monitoring_errors_name_field_value_and_allowed():
     errors = errors_of(build(monitoring={
-        "enabled": "yes", "retention_time": "15 days", "retention_size": "10G", "port": 70000,
+        "enabled": "maybe", "retention_time": "15 days", "retention_size": "10G", "port": 70000,
         "redis_queues": [{"key": "bad key"}, {"max_length": 0}], "colour": "red",
         "alerts": {"error_ratio": 2, "latency": 1},
         "alerting": {"slack": {"channel": "devops"}, "pagerduty": {"routing_key_secret": "pd"},
                      "email": {"to": "nobody"}}}))
     expected = [
         "stack_monitoring.colour: unknown field (allowed: ",
-        "stack_monitoring.enabled: must be true or false (got 'yes')",
+        "stack_monitoring.enabled: must be true or false (got 'maybe')",
         "stack_monitoring.retention_time: '15 days' is not valid (allowed: a Prometheus duration such as 15d or 12h)",
         "stack_monitoring.retention_size: '10G' is not valid (allowed: a size such as 10GB or 512MB)",
         "stack_monitoring.port: 70000 is out of range (allowed: 0..65535)",
