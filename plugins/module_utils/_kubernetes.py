@@ -819,3 +819,74 @@ def secret_values_in(manifests, secrets):
             if value and str(value) in blob:
                 found.add(name)
     return sorted(found)
+
+
+# --------------------------------------------------------------------------- GitOps files
+FILE_HEADER = ("# Managed by opsdeck.stack (role opsdeck.stack.kubernetes), rendered from the stack model.\n"
+               "# Edit the inventory's stack_* variables, not this file.\n")
+SECRET_KEYS_ANNOTATION = "opsdeck.io/secret-keys"
+
+
+def manifest_file_name(manifest):
+    """Stable file name of a manifest: ``<kind order>-<kind>-<name>.yaml``.
+
+    The prefix keeps ``kubectl apply -f <dir>`` (lexical order) in dependency order, and a
+    new object never renames the files of the others (no churn in a GitOps repository).
+    """
+    kind = manifest["kind"]
+    return "%02d-%s-%s.yaml" % (KIND_ORDER.index(kind), kind.lower(), manifest["metadata"]["name"])
+
+
+def without_secret_data(manifest):
+    """A Secret with its data removed; the keys it must hold are named in an annotation."""
+    out = json.loads(json.dumps(manifest))
+    keys = sorted((out.pop("data", None) or {}).keys()) + sorted((out.pop("stringData", None) or {}).keys())
+    annotations = out["metadata"].setdefault("annotations", {})
+    annotations[SECRET_KEYS_ANNOTATION] = ",".join(keys)
+    return out
+
+
+def manifest_files(manifests, write_secrets=True, dump=None):
+    """The GitOps layout: [{path, kind, name, secret, content}] in apply order.
+
+    ``secret`` is true for a Secret written with its data (the role writes it 0600 and never
+    shows it). ``dump`` turns one manifest into YAML text (the filter passes yaml.safe_dump).
+    """
+    out = []
+    for manifest in manifests:
+        is_secret = manifest["kind"] == "Secret"
+        if is_secret and not write_secrets:
+            manifest = without_secret_data(manifest)
+        out.append({
+            "path": manifest_file_name(manifest),
+            "kind": manifest["kind"],
+            "name": manifest["metadata"]["name"],
+            "secret": bool(is_secret and write_secrets),
+            "content": FILE_HEADER + "---\n" + dump(manifest),
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- rollback
+# Fields the API server owns: never sent back when an object is restored.
+SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
+                   "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
+SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision",
+                      "kubectl.kubernetes.io/last-applied-configuration")
+
+
+def restorable(obj):
+    """An object as read from the cluster, made fit to be applied again (the rollback of a
+    failed rollout, like ``kubectl rollout undo`` but to exactly the spec that ran before):
+    status and server-owned metadata are dropped, the spec is kept whole."""
+    out = json.loads(json.dumps(obj))
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in SERVER_METADATA:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    for key in SERVER_ANNOTATIONS:
+        annotations.pop(key, None)
+    if "annotations" in meta and not annotations:
+        meta.pop("annotations")
+    return out
