@@ -69,7 +69,7 @@ def cluster(tmp_path_factory):
 
 
 def test_first_deploy_applies_everything_in_order(cluster):
-    fake, results = cluster
+    _fake, results = cluster
     assert results["first"].returncode == 0, results["first"].stdout[-5000:]
     kinds = [kind for kind, _name in results["applied_first"]]
     order = ["Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "NetworkPolicy", "Service",
