@@ -42,7 +42,8 @@ def leaks(text):
     return found
 
 
-def make_inventory(base, vault=VAULT, image_tag=None):
+def make_inventory(base, vault=None, image_tag=None):
+    vault = VAULT if vault is None else vault
     inventory = base / "inventory"
     if inventory.exists():
         shutil.rmtree(inventory)
