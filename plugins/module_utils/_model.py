@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity
+
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
@@ -43,6 +45,7 @@ PLACEHOLDER = re.compile(
 )
 MIN_PROD_SECRET_LEN = 12
 SESSION_AFFINITY_TIMEOUT = 3600
+BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 
 MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3,
                   "T": 1000 ** 4, "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3,
@@ -113,6 +116,9 @@ class _Checker:
         value = data.get(key, default)
         if value is None:
             return default
+        if isinstance(value, str) and value.lower() in BOOL_WORDS:
+            # As given on the command line: -e stack_strict=true
+            return BOOL_WORDS[value.lower()]
         if not isinstance(value, bool):
             self.err(_join(path, key), "must be true or false (got %s)" % _short(value))
             return default
@@ -392,6 +398,8 @@ def _datastore_common(checker, data, path, name, enabled_default=False):
                                 allowed_desc="an image reference"),
         "storage": checker.string(data, "storage", path, "1Gi", pattern=MEMORY,
                                   allowed_desc='a size such as "20Gi"'),
+        # Whether the size was asked for (the fidelity report only counts what was).
+        "storage_set": isinstance(data, dict) and data.get("storage") is not None,
     }
 
 
@@ -635,6 +643,9 @@ def normalize(raw):
 
     for _path, svc in normalised:
         _wire_datastores(svc, postgres, redis)
+        if svc["autoscaling"]:
+            # Every target starts (and, without an autoscaler, stays) at the minimum.
+            svc["replicas"] = svc["autoscaling"]["min"]
     model.update({
         "services": [svc for _path, svc in normalised],
         "postgres": postgres,
@@ -642,6 +653,10 @@ def normalize(raw):
         "proxy": proxy,
     })
     model["images"] = images(model)
+    # stack_strict: refuse a model its target cannot render in full (see _fidelity).
+    strict = _fidelity.strict_errors(model)
+    if strict:
+        raise ModelError(strict)
     return model
 
 

@@ -3,6 +3,10 @@
 import os
 import re
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, ".venv", "bin")
@@ -40,3 +44,47 @@ def recap(output):
             for key, value in re.findall(r"(\w+)=(\d+)", line):
                 totals[key] = totals.get(key, 0) + int(value)
     return totals
+
+
+class Load:
+    """GET /api/work through nginx at about RATE requests/s until stopped (bounded)."""
+
+    def __init__(self, port, rate=20, limit_seconds=400):
+        self.port, self.rate, self.limit = port, rate, limit_seconds
+        self.counts, self.failures, self.lock = {}, [], threading.Lock()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self):
+        url = "http://127.0.0.1:%d/api/work?ms=100&tenant=acme" % self.port
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except OSError as exc:
+            status = type(exc).__name__
+        with self.lock:
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if status not in (200, 429):
+                self.failures.append((time.strftime("%H:%M:%S"), status))
+
+    def _run(self):
+        start, sent = time.monotonic(), 0
+        workers = []
+        while not self.stop_event.is_set() and time.monotonic() - start < self.limit:
+            worker = threading.Thread(target=self._one, daemon=True)
+            worker.start()
+            workers.append(worker)
+            sent += 1
+            time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
+        for worker in workers:
+            worker.join(15)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.thread.join(60)

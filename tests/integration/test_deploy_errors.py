@@ -84,11 +84,24 @@ def test_shipped_prod_inventory_refuses_its_placeholders():
         assert "stack_secrets.%s: is a placeholder" % name in out, out[-2000:]
 
 
-def test_shipped_staging_inventory_is_valid_but_not_deployable_yet(tmp_path):
-    """staging's model (with real-looking secrets) validates; the swarm target is refused clearly."""
+def test_shipped_staging_inventory_validates_without_touching_a_host(tmp_path):
+    """staging's Swarm model (with real-looking secrets) validates with `--tags validate`,
+    which contacts no host (its hosts are TEST-NET addresses), and prints the fidelity report."""
     result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
                   "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
-                  "--limit", "staging-manager-1"], timeout=300)
+                  "--tags", "validate"], timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-2000:]
+    assert "fidelity on swarm:" in out
+    assert "dropped stack_services[api].autoscaling: no autoscaler on swarm" in out
+    assert "unreachable=0" in out and "changed=0" in out
+
+
+def test_strict_refuses_a_model_whose_target_drops_a_field():
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
+                  "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  "-e", "stack_strict=true", "--tags", "validate"], timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "stack_target: swarm is not supported by this version of opsdeck.stack yet" in out, out[-2000:]
+    assert "stack_services[api].autoscaling: dropped on swarm" in out, out[-2000:]
+    assert "stack_postgres.storage: dropped on swarm" in out

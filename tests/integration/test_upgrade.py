@@ -8,14 +8,13 @@ through nginx; every answer that is neither 200 nor 429 counts as a failure.
 import json
 import os
 import subprocess
-import threading
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 import yaml
 
+import helpers
 from helpers import recap, run
 
 NAME = "opsdeck-upgrade"
@@ -39,50 +38,6 @@ STACK = {
     "stack_proxy": {"port": PORT, "bind": "127.0.0.1"},
     "stack_secrets": {"admin_token": "upgrade-admin-token-1234"},
 }
-
-
-class Load:
-    """GET /api/work through nginx at about RATE requests/s until stopped (bounded)."""
-
-    def __init__(self, rate=20, limit_seconds=400):
-        self.rate, self.limit = rate, limit_seconds
-        self.counts, self.failures, self.lock = {}, [], threading.Lock()
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _one(self):
-        url = "http://127.0.0.1:%d/api/work?ms=100&tenant=acme" % PORT
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-        except OSError as exc:
-            status = type(exc).__name__
-        with self.lock:
-            self.counts[status] = self.counts.get(status, 0) + 1
-            if status not in (200, 429):
-                self.failures.append((time.strftime("%H:%M:%S"), status))
-
-    def _run(self):
-        start, sent = time.monotonic(), 0
-        workers = []
-        while not self.stop_event.is_set() and time.monotonic() - start < self.limit:
-            worker = threading.Thread(target=self._one, daemon=True)
-            worker.start()
-            workers.append(worker)
-            sent += 1
-            time.sleep(max(0.0, start + sent / self.rate - time.monotonic()))
-        for worker in workers:
-            worker.join(15)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop_event.set()
-        self.thread.join(60)
 
 
 def version():
@@ -115,7 +70,7 @@ def inventory(tmp_path_factory):
 def test_rolling_upgrade_under_load_has_no_failed_request(inventory):
     assert version() == "1.0.0"
     before = set(api_containers())
-    with Load() as load:
+    with helpers.Load(PORT) as load:
         time.sleep(2)
         result = run(["ansible-playbook", "playbooks/upgrade.yml", "-i", inventory,
                       "-e", "api_version=1.1.0"], timeout=900)
@@ -138,7 +93,7 @@ def test_second_upgrade_run_changes_nothing(inventory):
 
 def test_broken_version_is_rolled_back_without_failed_requests(inventory):
     before = set(api_containers())
-    with Load() as load:
+    with helpers.Load(PORT) as load:
         result = run(["ansible-playbook", "playbooks/upgrade.yml", "-i", inventory,
                       "-e", "api_version=2.0.0", "-e", "api_fail_ready=1"], timeout=900)
         time.sleep(2)

@@ -92,6 +92,9 @@ class Config:
         self.max_work_ms = _env_int("APP_MAX_WORK_MS", 60000)
         self.retry_after = _env_int("APP_RETRY_AFTER", 5)
         self.shutdown_timeout = _env_float("APP_SHUTDOWN_TIMEOUT", 10.0)
+        # Keep serving this long after SIGTERM (answering not-ready) so that proxies still
+        # holding this instance's address from DNS (Swarm dnsrr) are not refused.
+        self.shutdown_delay = _env_float("APP_SHUTDOWN_DELAY", 0.0)
         self.log_level = (env.get("LOG_LEVEL") or "info").lower()
         self.tenants = [t.strip() for t in (env.get("TENANTS") or "").split(",") if t.strip()]
         self.admin_token_file = env.get("ADMIN_TOKEN_FILE") or None
@@ -1049,8 +1052,13 @@ def main():
         app.shutting_down = True
         app.log.log("info", "shutdown_started", signal=signal.Signals(signum).name,
                     inflight=app.metrics.inflight())
-        # shutdown() blocks until serve_forever() returns: call it from another thread
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        # shutdown() blocks until serve_forever() returns: call it from another thread,
+        # after the shutdown delay during which requests are still served.
+
+        def stop_serving():
+            time.sleep(max(0.0, config.shutdown_delay))
+            server.shutdown()
+        threading.Thread(target=stop_serving, daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

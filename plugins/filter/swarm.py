@@ -1,0 +1,37 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters exposing the Swarm renderer to playbooks (thin wrappers)."""
+
+from __future__ import annotations
+
+import yaml
+
+from ansible_collections.opsdeck.stack.plugins.module_utils import _swarm
+from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """Plain YAML: shared sub-dicts are written out, not as anchors and aliases."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def swarm_stack(model, secrets, proxy_files=None, data_label=_swarm.DATA_LABEL, encrypted=False,
+                endpoint_mode="dnsrr"):
+    """Render a Swarm stack: {"yaml", "files", "secrets", "configs"} (see module_utils/_swarm)."""
+    result = _swarm.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
+                           data_label=str(data_label), encrypted=bool(encrypted),
+                           endpoint_mode=str(endpoint_mode))
+    text = yaml.dump(result["stack"], Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=120)
+    header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"
+    return {"yaml": header + text, "files": result["files"], "secrets": result["secrets"],
+            "configs": result["configs"]}
+
+
+class FilterModule:
+    """opsdeck.stack Swarm filters."""
+
+    def filters(self):
+        return {"swarm_stack": swarm_stack}

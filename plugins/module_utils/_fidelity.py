@@ -1,0 +1,158 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) opsdeck maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fidelity report: how each target renders each field of the stack model.
+
+One model, three targets, and not every target can express every field. For each field a
+model actually sets, the report says whether the target renders it
+
+- ``native``: with the target's own mechanism (a Kubernetes HPA, a Swarm update_config),
+- ``emulated``: with something else that gives the same observable behaviour (Compose's
+  rolling upgrade is the ``upgrade.yml`` playbook, not the engine), or
+- ``dropped``: not at all; the stack still runs, without that behaviour.
+
+With ``stack_strict: true`` a deploy refuses a model that would lose a field on its
+target (``strict_errors``), before any host is touched.
+"""
+
+from __future__ import annotations
+
+NATIVE, EMULATED, DROPPED = "native", "emulated", "dropped"
+TARGETS = ("compose", "swarm", "kubernetes")
+
+
+def _service_rules(svc, target):
+    """(field, status, how) for the fields of one app service that are set."""
+    rules = [("image", NATIVE, "image"), ("replicas", NATIVE, "%d replicas" % svc["replicas"])]
+    if svc.get("autoscaling"):
+        auto = svc["autoscaling"]
+        if target == "kubernetes":
+            rules.append(("autoscaling", NATIVE, "HorizontalPodAutoscaler %d..%d" % (
+                auto["min"], auto["max"])))
+        else:
+            rules.append(("autoscaling", DROPPED, "no autoscaler on %s: runs autoscaling.min = %d "
+                          "replicas (scale by hand or with the model)" % (target, auto["min"])))
+    if svc.get("health"):
+        how = {"compose": "healthcheck; dependants wait for service_healthy",
+               "swarm": "healthcheck; tasks get traffic once healthy; gates updates",
+               "kubernetes": "readiness/liveness/startup probes"}[target]
+        rules.append(("health", NATIVE, how))
+    if svc.get("secrets"):
+        how = {"compose": "files 0600 bind-mounted at /run/secrets (Compose secrets)",
+               "swarm": "Swarm secrets named by content at /run/secrets",
+               "kubernetes": "Secrets mounted at /run/secrets, checksum annotation"}[target]
+        rules.append(("secrets", EMULATED if target == "compose" else NATIVE, how))
+    resources = svc.get("resources") or {}
+    if resources.get("limits"):
+        rules.append(("resources.limits", NATIVE, "limits"))
+    if resources.get("requests"):
+        if target == "compose":
+            rules.append(("resources.requests", EMULATED, "deploy.resources.reservations "
+                          "(not enforced by a scheduler on one host)"))
+        else:
+            rules.append(("resources.requests", NATIVE, "reservations/requests used to schedule"))
+    if svc.get("route"):
+        how = "Ingress (ingress-nginx annotations)" if target == "kubernetes" else \
+            "nginx location with limit_req/limit_conn"
+        rules.append(("route", NATIVE, how))
+        if target == "kubernetes" and svc["route"].get("basic_auth"):
+            rules.append(("route.basic_auth", NATIVE, "auth-type basic annotation"))
+    if svc.get("depends_on"):
+        how = {"compose": "depends_on with condition service_healthy",
+               "swarm": "no start order in Swarm: tasks restart until what they need answers",
+               "kubernetes": "no start order: readiness gates traffic, pods retry"}[target]
+        rules.append(("depends_on", NATIVE if target == "compose" else EMULATED, how))
+    if svc.get("session_affinity"):
+        if target == "kubernetes":
+            rules.append(("session_affinity", NATIVE, "Service sessionAffinity ClientIP"))
+        else:
+            rules.append(("session_affinity", DROPPED, "nginx balances requests round robin"))
+    if svc.get("tenant"):
+        if target == "kubernetes":
+            rules.append(("tenant", NATIVE, "tenant label; NetworkPolicies keep tenants apart"))
+        else:
+            rules.append(("tenant", DROPPED, "no per-tenant network isolation on %s" % target))
+    return rules
+
+
+def _update_rule(target):
+    return {"compose": (EMULATED, "playbooks/upgrade.yml: new containers beside the old, "
+                                  "health-gated, drained, rolled back on failure"),
+            "swarm": (NATIVE, "update_config start-first, failure_action rollback"),
+            "kubernetes": (NATIVE, "RollingUpdate maxUnavailable 0, maxSurge 1")}[target]
+
+
+def report(model, target=None):
+    """{"target", "native": [...], "emulated": [...], "dropped": [...]} for ``target``.
+
+    Each entry is {"field": stack_* path, "how": what the target does}.
+    """
+    target = target or model["target"]
+    if target not in TARGETS:
+        raise ValueError("target %r is not one of %s" % (target, ", ".join(TARGETS)))
+    out = {"target": target, NATIVE: [], EMULATED: [], DROPPED: []}
+
+    def add(field, status, how):
+        out[status].append({"field": field, "how": how})
+
+    for svc in model["services"]:
+        for field, status, how in _service_rules(svc, target):
+            add("stack_services[%s].%s" % (svc["name"], field), status, how)
+    status, how = _update_rule(target)
+    add("rolling updates", status, how)
+    for store in ("postgres", "redis"):
+        section = model[store]
+        if not section["enabled"]:
+            continue
+        add("stack_%s.enabled" % store, NATIVE,
+            "StatefulSet" if target == "kubernetes" else "container with a named volume")
+        if section.get("storage") and section.get("storage_set", True):
+            if target == "kubernetes":
+                add("stack_%s.storage" % store, NATIVE, "volumeClaimTemplates %s" % section["storage"])
+            else:
+                add("stack_%s.storage" % store, DROPPED,
+                    "local named volume: no size limit on %s" % target)
+    proxy = model["proxy"]
+    if proxy["enabled"]:
+        if proxy["tls"]["enabled"]:
+            add("stack_proxy.tls", NATIVE, "TLS secret on the Ingress" if target == "kubernetes"
+                else "nginx TLS listener")
+        if proxy.get("security_headers"):
+            if target == "kubernetes":
+                add("stack_proxy.security_headers", EMULATED, "HSTS by ingress-nginx on TLS hosts; "
+                    "other headers belong in the controller's add-headers ConfigMap")
+            else:
+                add("stack_proxy.security_headers", NATIVE, "nginx add_header")
+        if proxy["replicas"] > 1:
+            if target == "kubernetes":
+                add("stack_proxy.replicas", DROPPED, "the ingress controller's replicas are the "
+                    "cluster's; rates in annotations count per controller pod")
+            else:
+                add("stack_proxy.replicas", NATIVE, "%d nginx replicas, each at rate / %d" % (
+                    proxy["replicas"], proxy["replicas"]))
+        if proxy.get("host"):
+            add("stack_proxy.host", NATIVE if target == "kubernetes" else DROPPED,
+                "Ingress host" if target == "kubernetes" else "nginx answers any host name")
+    for section in ("monitoring", "logging"):
+        if (model.get(section) or {}).get("enabled"):
+            add("stack_%s.enabled" % section, NATIVE, "rendered by the %s role" % (
+                "monitoring" if section == "monitoring" else "elk"))
+    return out
+
+
+def strict_errors(model):
+    """Error lines for ``stack_strict``: each field the model's target would drop."""
+    if not model.get("strict"):
+        return []
+    return ["%s: dropped on %s (%s); stack_strict is true" % (d["field"], model["target"], d["how"])
+            for d in report(model)[DROPPED]]
+
+
+def summary(rep):
+    """One line per status, for the deploy output."""
+    lines = ["fidelity on %s: %d native, %d emulated, %d dropped" % (
+        rep["target"], len(rep[NATIVE]), len(rep[EMULATED]), len(rep[DROPPED]))]
+    for status in (EMULATED, DROPPED):
+        for entry in rep[status]:
+            lines.append("%s %s: %s" % (status, entry["field"], entry["how"]))
+    return lines
