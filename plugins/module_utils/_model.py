@@ -29,6 +29,7 @@ CPU = re.compile(r"^([0-9]+(\.[0-9]+)?)(m?)$")
 MEMORY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")
 ROUTE_PATH = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%-]*$")
+HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$")
 
 TARGETS = ("compose", "swarm", "kubernetes")
 PERSISTENCE = ("aof", "rdb", "none")
@@ -42,6 +43,7 @@ PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 MIN_PROD_SECRET_LEN = 12
+SESSION_AFFINITY_TIMEOUT = 3600
 BOOL_WORDS = {"true": True, "yes": True, "false": False, "no": False}
 
 MEMORY_FACTORS = {None: 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3,
@@ -289,11 +291,54 @@ def _autoscaling(checker, raw, path):
     return out
 
 
+def _host(checker, data, path):
+    """The DNS name the Ingress answers for (``*.`` allowed in front), or None."""
+    host = checker.string(data, "host", path, None, pattern=HOST,
+                          allowed_desc="a lowercase DNS name such as shop.example.com "
+                                       "(or *.example.com), without scheme or port")
+    if host and len(host) > 253:
+        checker.err(path + ".host", "%s is longer than 253 characters" % _short(host))
+        return None
+    return host
+
+
+def _label(checker, data, key, path):
+    """An optional DNS-1123 label of at most 63 characters (a tenant name)."""
+    value = checker.string(data, key, path, None, pattern=DNS1123_LABEL,
+                           allowed_desc="a DNS-1123 label: lowercase letters, digits and '-', "
+                                        "starting and ending with a letter or digit, e.g. acme")
+    if value and len(value) > 63:
+        checker.err(_join(path, key), "%s is longer than 63 characters" % _short(value))
+        return None
+    return value
+
+
+def _session_affinity(checker, data, path):
+    """``session_affinity``: true/false, "ClientIP", "None" or {timeout: 1..86400}.
+
+    Normalised to None (off) or {"timeout": seconds}; true and "ClientIP" mean 3600 s.
+    """
+    value = data.get("session_affinity")
+    spath = path + ".session_affinity"
+    allowed = 'true, false, "ClientIP", "None" or {timeout: 1..86400}'
+    if value is None or value is False or value == "None":
+        return None
+    if value is True or value == "ClientIP":
+        return {"timeout": SESSION_AFFINITY_TIMEOUT}
+    if isinstance(value, dict):
+        section = checker.mapping(value, spath, ("timeout",))
+        timeout = checker.integer(section, "timeout", spath, SESSION_AFFINITY_TIMEOUT,
+                                  low=1, high=86400)
+        return {"timeout": timeout}
+    checker.err(spath, "%s is not allowed (allowed: %s)" % (_short(value), allowed))
+    return None
+
+
 def _proxy(checker, raw, path):
     data = checker.mapping(raw, path, ("enabled", "image", "port", "bind", "replicas", "tls",
                                        "security_headers", "hsts_max_age", "rate", "burst",
                                        "conn_limit", "cors_origins", "basic_auth_users",
-                                       "client_max_body_size", "real_ip_from"))
+                                       "client_max_body_size", "real_ip_from", "host"))
     tls_raw = checker.mapping(data.get("tls"), path + ".tls",
                               ("enabled", "port", "cert_secret", "key_secret", "redirect_http"))
     tls = {
@@ -342,6 +387,7 @@ def _proxy(checker, raw, path):
                                                pattern=re.compile(r"^[0-9]+[kmg]?$"),
                                                allowed_desc='a size such as "10m"'),
         "real_ip_from": checker.string_list(data, "real_ip_from", path),
+        "host": _host(checker, data, path),
     }
 
 
@@ -360,7 +406,8 @@ def _datastore_common(checker, data, path, name, enabled_default=False):
 def _service(checker, raw, path, proxy):
     data = checker.mapping(raw, path, ("name", "image", "build", "port", "replicas", "command",
                                        "env", "secrets", "health", "resources", "autoscaling",
-                                       "route", "uses", "depends_on", "user", "read_only"))
+                                       "route", "uses", "depends_on", "user", "read_only",
+                                       "session_affinity", "tenant"))
     svc = {
         "name": checker.string(data, "name", path, required=True, pattern=DNS1123_LABEL,
                                allowed_desc="a DNS-1123 label: lowercase letters, digits and '-', "
@@ -383,6 +430,8 @@ def _service(checker, raw, path, proxy):
         "autoscaling": _autoscaling(checker, data.get("autoscaling"), path + ".autoscaling"),
         "route": None,
         "env": {},
+        "session_affinity": _session_affinity(checker, data, path),
+        "tenant": _label(checker, data, "tenant", path),
     }
     if svc["name"] and len(svc["name"]) > 40:
         checker.err(path + ".name", "%s is longer than 40 characters" % _short(svc["name"]))
@@ -433,7 +482,7 @@ def normalize(raw):
     data = checker.mapping(raw, "", ("name", "target", "environment", "services", "postgres",
                                      "redis", "proxy", "monitoring", "logging", "secrets",
                                      "project_dir", "runtime_uid", "strict",
-                                     "refuse_placeholders"))
+                                     "refuse_placeholders", "tenant"))
     name = checker.string(data, "name", "stack", required=True, pattern=DNS1123_LABEL,
                           allowed_desc="a DNS-1123 label such as shop")
     if name and len(name) > 30:
@@ -449,6 +498,7 @@ def normalize(raw):
                                       allowed_desc="an absolute path"),
         "runtime_uid": checker.integer(data, "runtime_uid", "stack", 10001, low=1, high=2 ** 31),
         "strict": checker.boolean(data, "strict", "stack", False),
+        "tenant": _label(checker, data, "tenant", "stack"),
     }
     refuse = checker.boolean(data, "refuse_placeholders", "stack", environment == "prod")
 

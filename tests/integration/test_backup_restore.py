@@ -165,7 +165,9 @@ def data(inventory):
     db1.set("other-db", "kept by snapshots", ex=86400)
     compose("exec", "-T", "postgres", "psql", "-h", "/tmp", "-U", "shop", "-d", "shop", "-v", "ON_ERROR_STOP=1",
             "-q", "-f", "-", input=SQL)
-    return {"redis0": redis_state(db0), "redis1": redis_state(db1), "pg": pg_state(), "at": time.monotonic()}
+    # TTLs count down from when they are read: take the time first, not after pg_state().
+    at = time.monotonic()
+    return {"redis0": redis_state(db0), "redis1": redis_state(db1), "pg": pg_state(), "at": at}
 
 
 def test_backup_writes_private_checksummed_files_with_retention(inventory, data):

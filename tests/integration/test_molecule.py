@@ -5,6 +5,9 @@ compose:     the Compose target on the local Docker engine: check mode predicts 
              (healthy, 200 through nginx, 429s and no 5xx under a burst, secrets 0600 and
              absent from -v output, a rate-limit change recreates nginx only), destroy.
 nginx_proxy: the nginx_proxy role reused on its own in front of a real nginx.
+kubernetes:  the kubernetes role in GitOps (dir) mode on localhost (no API server can run
+             here): converge, idempotence (changed=0), verify (strict validation 1.29/1.33,
+             Secret files 0600, no secret value elsewhere, tenant/affinity/host rendered).
 monitoring:  the monitoring role on its own, writing into a temporary directory: converge,
              idempotence, verify (promtool check config and amtool check-config on the written
              files, alertmanager.yml 0600 and the only file holding a secret).
@@ -19,7 +22,7 @@ import pytest
 from helpers import BIN, ROOT, run
 
 
-@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose", "monitoring", "elk"])
+@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose", "kubernetes", "monitoring", "elk"])
 def test_molecule_scenario(scenario):
     log = os.path.join(ROOT, "build", "logs", "molecule-%s.log" % scenario)
     result = run([os.path.join(BIN, "molecule"), "test", "-s", scenario], timeout=1500, log=log)
