@@ -25,6 +25,12 @@ VAULT = {
     "vault_admin_token": "Adm-fake-api-1183-prodlike",
     "vault_tls_cert": "fake-api-not-a-real-cert-5532",
     "vault_tls_key": "fake-api-not-a-real-key-7741",
+    # prod's monitoring and logging secrets (branch obs)
+    "vault_grafana_admin_password": "fake-test-grafana-admin-password-5500",
+    "vault_slack_webhook_url": "fake-test-slack-webhook-url-5501",
+    "vault_elastic_password": "fake-test-elastic-password-5502",
+    "vault_kibana_system_password": "fake-test-kibana-system-password-5503",
+    "vault_pagerduty_routing_key": "fake-test-pagerduty-routing-key-5504",
 }
 GOOD_IMAGE = "registry.example.com/shop/api:1.4.2"
 

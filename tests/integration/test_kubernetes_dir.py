@@ -27,6 +27,12 @@ VAULT = {
     "vault_admin_token": "Adm-9fT2-wWk4-7781-prodlike",
     "vault_tls_cert": "-----BEGIN CERTIFICATE-----\nMIIBfakeCertBody0193\n-----END CERTIFICATE-----\n",
     "vault_tls_key": "-----BEGIN PRIVATE KEY-----\nMIIEfakeKeyBody77410\n-----END PRIVATE KEY-----\n",
+    # prod's monitoring and logging secrets (branch obs)
+    "vault_grafana_admin_password": "dir-test-grafana-admin-password-5500",
+    "vault_slack_webhook_url": "dir-test-slack-webhook-url-5501",
+    "vault_elastic_password": "dir-test-elastic-password-5502",
+    "vault_kibana_system_password": "dir-test-kibana-system-password-5503",
+    "vault_pagerduty_routing_key": "dir-test-pagerduty-routing-key-5504",
 }
 VERSIONS = ("1.29.0", "1.33.0")
 
