@@ -19,7 +19,7 @@ bash scripts/lint.sh || status=1
 echo "== tests (unit, live daemons, Docker, Molecule)"
 # pytest's exit 5 (no tests collected) is a failure here, like any other non-zero exit.
 # Files run in parallel (each live test has its own stack name and ports).
-python -m pytest -p no:cacheprovider -ra -n "${PYTEST_WORKERS:-3}" --dist loadfile tests/unit tests/integration "$@"
+python -m pytest -p no:cacheprovider -ra --durations=15 -n "${PYTEST_WORKERS:-3}" --dist loadfile tests/unit tests/integration "$@"
 rc=$?
 [ $rc -eq 0 ] || status=1
 [ $rc -eq 5 ] && echo "pytest collected no tests: failing" >&2
