@@ -406,6 +406,6 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
                  ["frontend", "backend"], "proxy")
     svc = exporter("node-exporter", [
         "node", "--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root",
-        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($|/)"],
+        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($$|/)"],
         ["backend"])
     svc["volumes"] = ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"]

@@ -137,6 +137,9 @@ def report(model, target=None):
         if target == "compose":
             add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager and exporter containers "
                 "(Grafana is not run on Compose: no image)")
+        elif target == "swarm":
+            add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager and exporter services "
+                "(node exporter global; Grafana not run: no image; Prometheus not published)")
         else:
             add("stack_monitoring.enabled", DROPPED, "configuration rendered by the monitoring role; "
                 "not deployed on %s yet" % target)

@@ -39,6 +39,8 @@ STACK_FILE_VERSION = "3.8"
 NAME_MAX = 64
 DATA_LABEL = "opsdeck.data"
 UNSUPPORTED = ("restart", "depends_on", "container_name", "security_opt", "expose", "build")
+# Services with a local volume that only one task may write: pinned, stop-first.
+STATEFUL = ("postgres", "redis", "prometheus", "alertmanager")
 DEFAULT_UPDATE = {"parallelism": 1, "delay": 5, "order": "start-first",
                   "failure_action": "rollback", "monitor": None}
 
@@ -75,14 +77,14 @@ def _tmpfs_mounts(svc):
 
 
 def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
-           encrypted=False, endpoint_mode="dnsrr"):
+           encrypted=False, endpoint_mode="dnsrr", monitoring_files=None):
     """Return {"stack": stack file dict, "files": [...], "secrets": {...}, "configs": {...}}.
 
     ``files`` are the same files the Compose rendering writes (secrets 0600, component
     configuration); ``secrets``/``configs`` map each stack-file key to the versioned
     Swarm object name, so the role can clean up the versions no longer in use.
     """
-    rendered = _compose.render(model, secrets, proxy_files)
+    rendered = _compose.render(model, secrets, proxy_files, monitoring_files)
     project = copy.deepcopy(rendered["project"])
     stack = model["name"]
     upd = dict(DEFAULT_UPDATE)
@@ -106,14 +108,21 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
         configs = []
         for volume in svc.pop("volumes", []):
             if isinstance(volume, str) and volume.startswith("./"):
-                # A bind-mounted configuration file becomes a versioned Swarm config.
+                # Bind-mounted configuration (a file, or a directory of files) becomes
+                # versioned Swarm configs, one per file.
                 source, target = volume[2:].rsplit(":ro", 1)[0].split(":", 1)
-                key = source.replace("/", "-").replace(".", "-")
-                content = by_path[source]["content"]
-                config_names[key] = versioned_name(stack, key, content)
-                config_defs[key] = {"file": "./" + source, "name": config_names[key],
-                                    "labels": {"org.opsdeck.stack": stack}}
-                configs.append({"source": key, "target": target, "mode": 0o444})
+                if source in by_path:
+                    pairs = [(source, target)]
+                else:
+                    pairs = [(path, target + path[len(source):]) for path in sorted(by_path)
+                             if path.startswith(source + "/") and not by_path[path].get("secret")]
+                for path, dest in pairs:
+                    key = path.replace("/", "-").replace(".", "-")
+                    content = by_path[path]["content"]
+                    config_names[key] = versioned_name(stack, key, content)
+                    config_defs[key] = {"file": "./" + path, "name": config_names[key],
+                                        "labels": {"org.opsdeck.stack": stack}}
+                    configs.append({"source": key, "target": dest, "mode": 0o444})
             else:
                 mounts.append(volume)
         if mounts:
@@ -126,7 +135,15 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
         deploy["restart_policy"] = {"condition": "any", "delay": "5s", "window": "30s"}
         deploy["labels"] = {"org.opsdeck.stack": stack, "org.opsdeck.component": component}
         deploy["endpoint_mode"] = endpoint_mode
-        if name in ("postgres", "redis"):
+        if name == "node-exporter":
+            # One per node, wherever the swarm grows.
+            deploy.pop("replicas", None)
+            deploy["mode"] = "global"
+        elif name != "proxy" and svc.get("ports"):
+            # Only the edge publishes on Swarm (host-mode ports bind every interface there);
+            # reach the others from a manager with `docker exec` or an SSH tunnel.
+            svc.pop("ports")
+        if name in STATEFUL:
             deploy["replicas"] = 1
             deploy["placement"] = {"constraints": ["node.labels.%s == true" % data_label]}
             # One writer on its volume: never two tasks at once.

@@ -148,13 +148,17 @@ def short_name(stack, name):
 
 def look(swarm, stack, since, only):
     """One look: ({service: state}, [failures], [still busy])."""
-    listed = {row["ID"]: row for row in swarm.services(stack)}
+    # `service ls` prints short IDs and `inspect` long ones: match them by name.
+    listed = {row["Name"]: row for row in swarm.services(stack)}
     states, failed, busy = {}, [], []
-    for spec in swarm.inspect(sorted(listed)):
+    for spec in swarm.inspect(sorted(row["ID"] for row in listed.values())):
         name = short_name(stack, spec["Spec"]["Name"])
         if only and name not in only:
             continue
-        row = listed.get(spec["ID"], {})
+        row = listed.get(spec["Spec"]["Name"])
+        if row is None:
+            busy.append(name)
+            continue
         running, _sep, desired = row.get("Replicas", "0/0").partition("/")
         desired = int(re.sub(r"\D.*$", "", desired) or 0)
         running = int(running or 0)

@@ -44,7 +44,9 @@ STACK = {
         "route": {"path": "/api/", "rate": "200r/s", "burst": 200}}],
     "stack_redis": {"enabled": True, "persistence": "none"},
     "stack_proxy": {"port": PORT, "bind": "127.0.0.1"},
-    "stack_secrets": {"admin_token": "{{ admin_token }}"},
+    "stack_monitoring": {"enabled": True, "scrape_interval": "5s",
+                         "redis_queues": [{"key": "ifinu:fila:whatsapp", "max_length": 1000}]},
+    "stack_secrets": {"admin_token": "{{ admin_token }}", "grafana_admin_password": "grafana-pass-1234"},
 }
 
 
@@ -126,6 +128,28 @@ def test_deploy_runs_the_stack_the_swarm_way(inventory):
     update = service("api")["Spec"]["UpdateConfig"]
     assert update["Order"] == "start-first" and update["FailureAction"] == "rollback"
     assert update["Monitor"] / 1e9 >= 4 + 4 * (2 + 3)
+
+
+def test_prometheus_on_swarm_scrapes_every_task_and_exporter(inventory):
+    """Prometheus runs as a Swarm service (configs versioned like the rest) and finds the app's
+    tasks and the exporters by DNS; asked from inside its container (not published on Swarm)."""
+    (prometheus,) = docker("ps", "-q", "--filter",
+                           "label=com.docker.swarm.service.name=%s_prometheus" % NAME).split()
+    script = ("import json, urllib.request; print(json.dumps([(t['labels']['job'], t['health']) for t in "
+              "json.load(urllib.request.urlopen('http://127.0.0.1:9090/api/v1/targets'))"
+              "['data']['activeTargets']]))")
+    wanted = {"prometheus", "api", "alertmanager", "redis", "nginx", "node"}
+    targets = []
+    for _attempt in range(24):  # DNS service discovery refreshes every 30 s
+        targets = json.loads(docker("exec", prometheus, "python3", "-c", script))
+        if wanted <= {job for job, health in targets if health == "up"} and \
+                sum(1 for job, health in targets if job == "api" and health == "up") == 2:
+            break
+        time.sleep(5)
+    assert wanted <= {job for job, health in targets if health == "up"}, targets
+    assert sorted(h for job, h in targets if job == "api") == ["up", "up"], "one target per api task"
+    assert service("node-exporter")["Spec"]["Mode"] == {"Global": {}}
+    assert not service("prometheus")["Spec"].get("EndpointSpec", {}).get("Ports"), "not published"
 
 
 def test_second_deploy_changes_nothing(inventory):

@@ -14,7 +14,8 @@ class FakeSwarm:
         return self.rows
 
     def inspect(self, ids):
-        return [s for s in self.specs if s["ID"] in ids]
+        # Like docker: short IDs in, specs with long IDs out.
+        return [dict(s, ID=s["ID"] + "0123456789abcdef") for s in self.specs if s["ID"] in ids]
 
 
 def spec(service_id, name, state=None, started=None, message=""):
@@ -32,7 +33,8 @@ def test_parse_time_reads_docker_timestamps():
 
 
 def test_converged_stack_is_not_busy():
-    fake = FakeSwarm([{"ID": "a", "Replicas": "2/2"}, {"ID": "p", "Replicas": "1/1 (max 1 per node)"}],
+    fake = FakeSwarm([{"ID": "a", "Name": "shop_api", "Replicas": "2/2"},
+                     {"ID": "p", "Name": "shop_proxy", "Replicas": "1/1 (max 1 per node)"}],
                      [spec("a", "shop_api", "completed", "2026-11-23T19:34:20Z"), spec("p", "shop_proxy")])
     states, failed, busy = swarm_wait.look(fake, "shop", None, None)
     assert failed == [] and busy == []
@@ -42,18 +44,19 @@ def test_converged_stack_is_not_busy():
 
 
 def test_a_rollback_since_the_deploy_fails_and_an_older_one_is_ignored():
-    fake = FakeSwarm([{"ID": "a", "Replicas": "2/2"}],
+    fake = FakeSwarm([{"ID": "a", "Name": "shop_api", "Replicas": "2/2"}],
                      [spec("a", "shop_api", "rollback_completed", "1970-01-01T00:01:40Z",
                            "update rolled back due to failure or early termination")])
     _states, failed, _busy = swarm_wait.look(fake, "shop", since=50.0, only=None)
-    assert failed == [("api", "a", "rollback_completed",
+    assert failed == [("api", "a0123456789abcdef", "rollback_completed",
                        "update rolled back due to failure or early termination")]
     states, failed, busy = swarm_wait.look(fake, "shop", since=200.0, only=None)
     assert failed == [] and busy == [] and states["api"]["update_state"] == ""
 
 
 def test_updating_or_short_of_replicas_is_busy_and_missing_services_are_reported():
-    fake = FakeSwarm([{"ID": "a", "Replicas": "1/2"}, {"ID": "b", "Replicas": "1/1"}],
+    fake = FakeSwarm([{"ID": "a", "Name": "shop_api", "Replicas": "1/2"},
+                      {"ID": "b", "Name": "shop_web", "Replicas": "1/1"}],
                      [spec("a", "shop_api"), spec("b", "shop_web", "updating", "1970-01-01T00:01:40Z")])
     states, _failed, busy = swarm_wait.look(fake, "shop", since=0.0, only=["api", "web", "worker"])
     assert busy == ["api", "web", "worker"]
