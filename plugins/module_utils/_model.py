@@ -15,15 +15,10 @@ import copy
 import re
 
 from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity, _observability
+from ansible_collections.opsdeck.stack.plugins.module_utils._patterns import IMAGE_REF, SECRET_NAME
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SECRET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
-IMAGE_REF = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
-    r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(?:@sha256:[a-f0-9]{64})?$"
-)
 RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
 CPU = re.compile(r"^([0-9]+(\.[0-9]+)?)(m?)$")
 MEMORY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|K|M|G|T|k)?$")

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils._patterns import IMAGE_REF, SECRET_NAME
+
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
 RETENTION_SIZE = re.compile(r"^[1-9][0-9]*(B|KB|MB|GB|TB|PB)$")
 HEAP = re.compile(r"^[1-9][0-9]*[mg]$")
 REDIS_KEY = re.compile(r"^[A-Za-z0-9:_.{}@#-]{1,200}$")
-SECRET_NAME = re.compile(r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
 SLACK_CHANNEL = re.compile(r"^[#@][A-Za-z0-9._-]{1,80}$")
 EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 HOSTPORT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$")
 EVENT = re.compile(r"^[a-z][a-z0-9_.-]{0,80}$")
-IMAGE_REF = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
-    r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(?:@sha256:[a-f0-9]{64})?$"
-)
 
 # Platform images built from Debian packages (roles/images/files/<recipe>).
 MONITORING_IMAGES = {
