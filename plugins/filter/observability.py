@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _elk, _monitoring
 from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
 
 
@@ -39,6 +39,18 @@ def elk_files(model):
     return _elk.render(_need(model, "logging"))
 
 
+def elk_setup_container(model, project_dir, user=None):
+    """docker_container parameters of the one-off container that runs setup.sh."""
+    model = _need(model, "logging")
+    return _compose.setup_container(model, str(project_dir), "%s_logging" % model["name"],
+                                    str(user) if user else None)
+
+
+def elk_setup_hash(model, files, secrets):
+    """Hash of what setup.sh loads (its files, the passwords' digests): reload on change."""
+    return _compose.setup_hash(_need(model, "logging"), _plain(files or []), _plain(secrets or {}))
+
+
 def elk_sysctls(model):
     """Kernel settings a Docker host running Elasticsearch needs."""
     _need(model, "logging")
@@ -54,5 +66,7 @@ class FilterModule:
             "monitoring_storage_flags": monitoring_storage_flags,
             "monitoring_validation_copy": monitoring_validation_copy,
             "elk_files": elk_files,
+            "elk_setup_container": elk_setup_container,
+            "elk_setup_hash": elk_setup_hash,
             "elk_sysctls": elk_sysctls,
         }

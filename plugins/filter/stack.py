@@ -12,7 +12,7 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _model
+from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _model, _observability
 from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
 
 
@@ -48,14 +48,19 @@ def _str_presenter(dumper, data):
 _Dumper.add_representer(str, _str_presenter)
 
 
-def compose_project(model, secrets, proxy_files=None, monitoring_files=None):
+def compose_project(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None):
     """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}}."""
     result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
-                             _plain(monitoring_files or []))
+                             _plain(monitoring_files or []), _plain(elk_files or []))
     text = yaml.dump(result["project"], Dumper=_Dumper, sort_keys=False,
                      default_flow_style=False, width=120)
     header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"
     return {"yaml": header + text, "files": result["files"], "hashes": result["hashes"]}
+
+
+def stack_without(model, components):
+    """The model without the platform components whose images are missing (Grafana, ELK)."""
+    return _observability.without_components(_plain(model), _plain(components or []))
 
 
 def secret_digest(value, stack, name):
@@ -94,6 +99,7 @@ class FilterModule:
             "stack_proxy_routes": stack_proxy_routes,
             "stack_proxy_users": stack_proxy_users,
             "compose_project": compose_project,
+            "stack_without": stack_without,
             "secret_digest": secret_digest,
             "secret_digests": secret_digests,
             "tree_hash": tree_hash,

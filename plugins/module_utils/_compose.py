@@ -19,15 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _monitoring, _observability
 
 LABEL_PREFIX = "org.opsdeck"
 SECRETS_DIR = "secrets"
 CONFIG_DIR = "config"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 MONITORING_DIR = CONFIG_DIR + "/monitoring"
+ELK_DIR = CONFIG_DIR + "/elk"
 # Services whose bind-mounted configuration rolls them when it changes.
-CONFIG_MOUNTS = {"proxy": CONFIG_DIR + "/proxy/", "prometheus": MONITORING_DIR + "/prometheus/"}
+CONFIG_MOUNTS = {"proxy": CONFIG_DIR + "/proxy/", "prometheus": MONITORING_DIR + "/prometheus/",
+                 "grafana": MONITORING_DIR + "/grafana/", "logstash": ELK_DIR + "/logstash/",
+                 "kibana": ELK_DIR + "/kibana/", "filebeat": ELK_DIR + "/filebeat/"}
 
 
 def digest(text, salt=""):
@@ -123,12 +126,13 @@ def _base(model, component, image):
     }
 
 
-def render(model, secrets, proxy_files=None, monitoring_files=None):
+def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None):
     """Return {"project": compose dict, "files": [...], "hashes": {service: hash}}.
 
     ``secrets`` maps secret names to their values (from the vault); ``proxy_files`` is the
     ``nginx_proxy_files`` list produced by the nginx_proxy role, ``monitoring_files`` the
-    ``monitoring_files`` list of the monitoring role (used when monitoring is enabled).
+    ``monitoring_files`` list of the monitoring role (used when monitoring is enabled),
+    ``elk_files`` the ``elk_files`` list of the elk role (used when logging is enabled).
     """
     stack = model["name"]
     services = {}
@@ -266,6 +270,8 @@ def render(model, secrets, proxy_files=None, monitoring_files=None):
     if (model.get("monitoring") or {}).get("enabled"):
         _monitoring_services(model, monitoring_files or [], services, files, volumes,
                              add_secret, used_secrets, secret_defs)
+    if (model.get("logging") or {}).get("enabled"):
+        _elk_services(model, elk_files or [], services, files, volumes, add_secret)
 
     # Secret files and the labels that roll the services using them.
     for name in sorted(used_secrets):
@@ -275,9 +281,13 @@ def render(model, secrets, proxy_files=None, monitoring_files=None):
     for name, svc in services.items():
         names = [s if isinstance(s, str) else s["source"] for s in svc.get("secrets", [])]
         parts = {"secrets": {n: _secret_digest(n, secrets, files, stack) for n in sorted(names)}}
-        if name in CONFIG_MOUNTS:
+        mounted = [CONFIG_MOUNTS[name]] if name in CONFIG_MOUNTS else []
+        if name.startswith("es-"):
+            # not the setup files: the role loads those through the API, no restart needed
+            mounted = [ELK_DIR + "/elasticsearch/%s/" % name, ELK_DIR + "/elasticsearch/jvm"]
+        if mounted:
             parts["config"] = {f["path"]: digest(f["content"]) for f in files
-                               if f["path"].startswith(CONFIG_MOUNTS[name])}
+                               if f["path"].startswith(tuple(mounted))}
         hashes[name] = _content_hash(parts)
         svc["labels"]["%s.config-hash" % LABEL_PREFIX] = hashes[name]
         svc["labels"].update({"%s.secret.%s" % (LABEL_PREFIX, n): d
@@ -288,6 +298,11 @@ def render(model, secrets, proxy_files=None, monitoring_files=None):
     if "prometheus" in services:
         # Prometheus and Alertmanager: published on 127.0.0.1 only, Alertmanager reaches out.
         project["networks"]["monitoring"] = {}
+    if "logstash" in services:
+        # Elasticsearch, Logstash and Filebeat talk on an internal network; Kibana also sits on
+        # an outside one so that its port can be published on 127.0.0.1.
+        project["networks"]["logging"] = {"internal": True}
+        project["networks"]["logging-edge"] = {}
     if volumes:
         project["volumes"] = volumes
     if secret_defs:
@@ -317,8 +332,8 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
                          used_secrets, secret_defs):
     """Prometheus, Alertmanager and the exporters (images built from Debian packages).
 
-    Grafana is not run on Compose (no Debian package): its provisioning files are written
-    under config/monitoring/grafana for reference; it runs on Kubernetes.
+    Grafana (when ``monitoring.grafana.enabled``) runs from its upstream image with the
+    rendered provisioning; the admin password is a secret file read by grafana.ini.
     """
     mon = model["monitoring"]
     images = mon["images"]
@@ -409,3 +424,193 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
         "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($$|/)"],
         ["backend"])
     svc["volumes"] = ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"]
+    if mon["grafana"]["enabled"]:
+        _grafana_service(model, services, volumes, add_secret)
+
+
+def _upstream(model, component, image):
+    """A container of an upstream image that cannot be run on this project's CI machines.
+
+    The images (Grafana, Elastic) run as any uid in group 0 (their data directories are
+    group-writable), so they get the stack's uid, which can read the secret files. Their
+    root file system stays writable: read-only roots are not verified for them here.
+    """
+    svc = _base(model, component, image)
+    svc["user"] = "%d:0" % model["runtime_uid"]
+    svc.pop("read_only")
+    return svc
+
+
+def _grafana_service(model, services, volumes, add_secret):
+    graf = model["monitoring"]["grafana"]
+    svc = _upstream(model, "grafana", model["monitoring"]["images"]["grafana"])
+    add_secret(graf["admin_password_secret"])
+    base = "./%s/grafana" % MONITORING_DIR
+    svc.update({
+        "environment": {"GF_PATHS_CONFIG": "/etc/grafana/opsdeck/grafana.ini"},
+        "secrets": [graf["admin_password_secret"]],
+        "volumes": ["%s/grafana.ini:/etc/grafana/opsdeck/grafana.ini:ro" % base,
+                    "%s/provisioning:/etc/grafana/provisioning:ro" % base,
+                    "%s/dashboards:/var/lib/grafana/dashboards/opsdeck:ro" % base,
+                    "grafanadata:/var/lib/grafana"],
+        "networks": ["monitoring"],
+        "depends_on": {"prometheus": {"condition": "service_healthy"}},
+        "healthcheck": _healthcheck(["CMD", "wget", "-q", "-O", "/dev/null",
+                                     "http://127.0.0.1:3000/api/health"],
+                                    {"interval": 10, "timeout": 3, "retries": 6, "start_period": 30}),
+    })
+    if graf.get("port"):
+        svc["ports"] = ["127.0.0.1:%d:3000" % graf["port"]]
+    services["grafana"] = svc
+    volumes["grafanadata"] = {}
+
+
+def _password_env(variable, secret, command):
+    """Run ``command`` with ``variable`` read from a secret file (for images without _FILE)."""
+    return ["/bin/sh", "-c", 'export %s="$$(cat /run/secrets/%s)"; exec "$$0" "$$@"' % (variable, secret)] \
+        + list(command)
+
+
+def _elk_services(model, elk_files, services, files, volumes, add_secret):
+    """Elasticsearch (one service per node), Logstash, Kibana and Filebeat (upstream images).
+
+    None of them can run on this project's CI machines (no registry, no Debian package):
+    ``docker compose config`` checks the result. The ILM policies, index templates and
+    users are loaded through Elasticsearch's API by ``elasticsearch/setup.sh``, which the
+    target role runs in a one-off container on the logging network (``setup_container``),
+    so a policy change never restarts a node.
+    """
+    log = model["logging"]
+    for item in elk_files:
+        files.append({"path": "%s/%s" % (ELK_DIR, item["path"]), "content": item["content"],
+                      "mode": item.get("mode", "0644"), "secret": False})
+    es_dir = "./%s/elasticsearch" % ELK_DIR
+    nodes = _elk.node_names(model)
+    elastic, kibana, logstash = (log["elastic_password_secret"], log["kibana_password_secret"],
+                                 log["logstash_password_secret"])
+    for name in (elastic, kibana, logstash):
+        add_secret(name)
+    certs = []
+    if len(nodes) > 1:
+        for secret, filename in sorted(_observability.TRANSPORT_SECRETS.items()):
+            add_secret(secret)
+            certs.append({"source": secret, "target": "%s/%s" % (_elk.CERTS_DIR, filename)})
+    auth = 'curl -fsS -o /dev/null -u "elastic:$$(cat /run/secrets/%s)" ' % elastic
+    for name in nodes:
+        svc = _upstream(model, "elasticsearch", _observability.elastic_image(model, "elasticsearch"))
+        config = "/usr/share/elasticsearch/config"
+        svc.update({
+            "hostname": name,
+            "environment": {"ELASTIC_PASSWORD_FILE": "/run/secrets/%s" % elastic},
+            "secrets": [elastic] + certs,
+            "volumes": ["%s/%s/elasticsearch.yml:%s/elasticsearch.yml:ro" % (es_dir, name, config),
+                        "%s/jvm.options.d/heap.options:%s/jvm.options.d/heap.options:ro" % (es_dir, config),
+                        "%s:/usr/share/elasticsearch/data" % name.replace("-", "data-", 1)],
+            "ulimits": {"nofile": {"soft": 65536, "hard": 65536}},
+            "networks": ["logging"],
+            "stop_grace_period": "60s",
+            "healthcheck": _healthcheck(
+                ["CMD-SHELL", auth + "'http://127.0.0.1:%d/_cluster/health?local=true'" % _elk.ES_PORT],
+                {"interval": 10, "timeout": 5, "retries": 12, "start_period": 60}),
+        })
+        services[name] = svc
+        volumes[name.replace("-", "data-", 1)] = {}
+    first = {nodes[0]: {"condition": "service_healthy"}}
+
+    svc = _upstream(model, "logstash", _observability.elastic_image(model, "logstash"))
+    ls_dir = "./%s/logstash" % ELK_DIR
+    svc.update({
+        "command": _password_env("LOGSTASH_WRITER_PASSWORD", logstash,
+                                 ["/usr/local/bin/docker-entrypoint"]),
+        "secrets": [logstash],
+        "volumes": ["%s/logstash.yml:/usr/share/logstash/config/logstash.yml:ro" % ls_dir,
+                    "%s/pipelines.yml:/usr/share/logstash/config/pipelines.yml:ro" % ls_dir,
+                    "%s/pipeline:/usr/share/logstash/pipeline:ro" % ls_dir],
+        "environment": {"LS_JAVA_OPTS": "-Xms256m -Xmx256m"},
+        "networks": ["logging"],
+        "depends_on": dict(first),
+        "healthcheck": _healthcheck(["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:9600/"],
+                                    {"interval": 10, "timeout": 5, "retries": 12, "start_period": 60}),
+    })
+    services["logstash"] = svc
+
+    svc = _upstream(model, "kibana", _observability.elastic_image(model, "kibana"))
+    svc.update({
+        "command": _password_env("KIBANA_SYSTEM_PASSWORD", kibana, ["/usr/local/bin/kibana-docker"]),
+        "secrets": [kibana],
+        "volumes": ["./%s/kibana/kibana.yml:/usr/share/kibana/config/kibana.yml:ro" % ELK_DIR],
+        "networks": ["logging", "logging-edge"],
+        "depends_on": dict(first),
+        "healthcheck": _healthcheck(["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:5601/api/status"],
+                                    {"interval": 10, "timeout": 5, "retries": 18, "start_period": 90}),
+    })
+    if log.get("kibana_port"):
+        svc["ports"] = ["127.0.0.1:%d:5601" % log["kibana_port"]]
+    services["kibana"] = svc
+
+    # Filebeat reads every container's json-file log and Docker's labels: root, read-only.
+    svc = _base(model, "filebeat", _observability.elastic_image(model, "filebeat"))
+    svc.update({
+        "user": "0:0",
+        "command": ["filebeat", "-e", "--strict.perms=false",
+                    "-c", "/usr/share/filebeat/opsdeck/filebeat.yml",
+                    "--path.data", "/usr/share/filebeat/data"],
+        "volumes": ["./%s/filebeat/filebeat.yml:/usr/share/filebeat/opsdeck/filebeat.yml:ro" % ELK_DIR,
+                    "/var/lib/docker/containers:/var/lib/docker/containers:ro",
+                    "/var/run/docker.sock:/var/run/docker.sock:ro",
+                    "filebeatdata:/usr/share/filebeat/data"],
+        "networks": ["logging"],
+        "depends_on": {"logstash": {"condition": "service_started"}},
+    })
+    services["filebeat"] = svc
+    volumes["filebeatdata"] = {}
+
+
+def setup_container(model, project_dir, network, user=None):
+    """The one-off container that runs elasticsearch/setup.sh against the first node.
+
+    Returns the parameters of ``community.docker.docker_container``: the Elasticsearch image
+    (it has curl), the stack's uid (``user`` where the secret files belong to another, e.g.
+    root on Swarm), read-only, no capabilities, the setup files and the three password
+    files mounted read-only, on the stack's logging network.
+    """
+    log = model["logging"]
+    secrets = {"ELASTIC_PASSWORD_FILE": log["elastic_password_secret"],
+               "KIBANA_PASSWORD_FILE": log["kibana_password_secret"],
+               "LOGSTASH_PASSWORD_FILE": log["logstash_password_secret"]}
+    mounts = [{"type": "bind", "source": "%s/%s/elasticsearch" % (project_dir, ELK_DIR),
+               "target": _elk.SETUP_DIR, "read_only": True}]
+    env = {"ES_URL": "http://%s:%d" % (_elk.node_names(model)[0], _elk.ES_PORT)}
+    for variable, name in sorted(secrets.items()):
+        mounts.append({"type": "bind", "source": "%s/%s/%s" % (project_dir, SECRETS_DIR, name),
+                       "target": "/run/secrets/%s" % name, "read_only": True})
+        env[variable] = "/run/secrets/%s" % name
+    return {
+        "name": "%s-elk-setup" % model["name"],
+        "image": _observability.elastic_image(model, "elasticsearch"),
+        "entrypoint": ["/bin/sh"],
+        "command": ["%s/setup.sh" % _elk.SETUP_DIR, _elk.SETUP_DIR],
+        "user": user or "%d:0" % model["runtime_uid"],
+        "read_only": True,
+        "tmpfs": ["/tmp"],
+        "cap_drop": ["ALL"],
+        "security_opts": ["no-new-privileges:true"],
+        "env": env,
+        "mounts": mounts,
+        "networks": [{"name": network}],
+        "labels": {"%s.stack" % LABEL_PREFIX: model["name"],
+                   "%s.component" % LABEL_PREFIX: "elk-setup"},
+    }
+
+
+def setup_hash(model, files, secrets):
+    """What a load of setup.sh depends on: its files and the passwords' digests."""
+    log = model["logging"]
+    prefix = ELK_DIR + "/elasticsearch/"
+    parts = {"files": {f["path"]: digest(f["content"]) for f in files
+                       if f["path"].startswith(prefix) and not f["path"].endswith(("elasticsearch.yml",
+                                                                                     "heap.options"))},
+             "secrets": {name: _secret_digest(name, secrets, files, model["name"])
+                         for name in (log["elastic_password_secret"], log["kibana_password_secret"],
+                                      log["logstash_password_secret"])}}
+    return _content_hash(parts)

@@ -5,8 +5,8 @@
 
 ``render(model)`` returns ``[{path, content, mode, secret}]`` (paths relative to the ELK
 configuration directory). No file holds a secret: the passwords are read at run time from
-the environment (``${ELASTIC_PASSWORD}``, ``${KIBANA_SYSTEM_PASSWORD}``), which the target
-fills from its secret store.
+the environment (``${KIBANA_SYSTEM_PASSWORD}``, ``${LOGSTASH_WRITER_PASSWORD}``) or from
+secret files, which the target fills from its secret store.
 
     elasticsearch/<node>/elasticsearch.yml       one per node: single-node in dev, a cluster in prod
     elasticsearch/jvm.options.d/heap.options     heap from stack_logging.elasticsearch.heap
@@ -16,6 +16,7 @@ fills from its secret store.
     logstash/pipeline/opsdeck.conf               parses the apps' JSON log lines (seed 000 fields)
     kibana/kibana.yml
     filebeat/filebeat.yml                        ships container logs to Logstash
+    elasticsearch/setup.sh                       loads ILM and templates, sets the users' passwords
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ LOG_FIELDS = {
     "status": {"type": "short"},
     "duration_ms": {"type": "float"},
 }
+CERTS_DIR = "/usr/share/elasticsearch/config/certs"
+# The setup files (setup.sh, ilm/, index_templates/) inside the Elasticsearch containers.
+SETUP_DIR = "/usr/share/elasticsearch/opsdeck"
+# Logstash writes with its own user and role (made by setup.sh), never as elastic.
+LOGSTASH_USER = "opsdeck_logstash"
+LOGSTASH_ROLE = "opsdeck_logstash_writer"
 # Where the app writes the time (the reference app: ts; seed 000: timestamp).
 TIME_FIELDS = ("ts", "timestamp")
 
@@ -87,11 +94,14 @@ def elasticsearch_config(model, node):
         config["discovery.seed_hosts"] = nodes
         config["cluster.initial_master_nodes"] = nodes
         # A multi-node cluster with security needs TLS between its nodes.
+        # PEM files from the secrets of TRANSPORT_SECRETS (playbooks/elk_certs.yml), mounted
+        # in config/certs: Elasticsearch reads TLS material only inside its config directory.
         config.update({
             "xpack.security.transport.ssl.enabled": True,
             "xpack.security.transport.ssl.verification_mode": "certificate",
-            "xpack.security.transport.ssl.keystore.path": "certs/transport.p12",
-            "xpack.security.transport.ssl.truststore.path": "certs/transport.p12",
+            "xpack.security.transport.ssl.key": "certs/transport.key",
+            "xpack.security.transport.ssl.certificate": "certs/transport.crt",
+            "xpack.security.transport.ssl.certificate_authorities": ["certs/ca.crt"],
         })
     return config
 
@@ -205,8 +215,8 @@ def logstash_pipeline(model):
         "output {",
         "  elasticsearch {",
         "    hosts => [%s]" % es_hosts,
-        '    user => "elastic"',
-        '    password => "${ELASTIC_PASSWORD}"',
+        "    user => %s" % _quote(LOGSTASH_USER),
+        '    password => "${LOGSTASH_WRITER_PASSWORD}"',
         "    data_stream => true",
         "    data_stream_auto_routing => true",
         "    manage_template => false",
@@ -303,7 +313,101 @@ def render(model):
     add("logstash/pipeline/opsdeck.conf", logstash_pipeline(model))
     add("kibana/kibana.yml", header + _dump(kibana_config(model)))
     add("filebeat/filebeat.yml", header + _dump(filebeat_config(model)))
+    add("elasticsearch/setup.sh", setup_script(model))
     return sorted(files, key=lambda f: f["path"])
+
+
+def logstash_role():
+    """What Logstash's user may do: write this stack's log data streams, nothing else."""
+    return {
+        "cluster": ["monitor"],
+        "indices": [{"names": ["logs-opsdeck.*-*"],
+                     "privileges": ["create_doc", "auto_configure", "view_index_metadata"]}],
+        "metadata": {"managed_by": "opsdeck.stack"},
+    }
+
+
+SETUP_SCRIPT = r"""#!/bin/sh
+# Rendered by opsdeck.stack: make Elasticsearch ready for the stack. Idempotent (PUTs):
+#   - the ILM policies (DIR/ilm/*.json) and index templates (DIR/index_templates/*.json)
+#   - the password of the built-in kibana_system user
+#   - Logstash's role %(role)s and user %(user)s
+# Usage: setup.sh DIR, with ELASTIC_PASSWORD_FILE, KIBANA_PASSWORD_FILE and
+# LOGSTASH_PASSWORD_FILE naming the secret files; ES_URL (default http://127.0.0.1:%(port)d),
+# ES_WAIT_SECONDS (default 300). Passwords go to curl through a 0600 file, never argv.
+set -eu
+dir=${1:?usage: setup.sh DIR}
+url=${ES_URL:-http://127.0.0.1:%(port)d}
+wait_seconds=${ES_WAIT_SECONDS:-300}
+for var in ELASTIC_PASSWORD_FILE KIBANA_PASSWORD_FILE LOGSTASH_PASSWORD_FILE; do
+  eval "file=\${$var:-}"
+  if [ -z "$file" ] || [ ! -r "$file" ]; then
+    echo "opsdeck-elk-setup: $var must name a readable secret file" >&2
+    exit 2
+  fi
+done
+umask 077
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT INT TERM
+escape() {
+  # a secret file's first line, escaped for a double-quoted JSON or curl config string;
+  # written straight to stdout, so no value is ever an argument of a command
+  head -n 1 "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr -d '\n'
+}
+{ printf 'user = "elastic:'; escape "$ELASTIC_PASSWORD_FILE"; printf '"\n'; } > "$work/curlrc"
+
+call() {
+  # call METHOD PATH BODY_FILE: fail with Elasticsearch's answer unless it says 2xx
+  code=$(curl -sS -K "$work/curlrc" -o "$work/answer" -w '%%{http_code}' -X "$1" \
+    -H 'Content-Type: application/json' --data-binary "@$3" "$url$2") || code=000
+  case $code in
+    2??) echo "opsdeck-elk-setup: $1 $2: ok" ;;
+    *) echo "opsdeck-elk-setup: $1 $2 failed (HTTP $code): $(head -c 500 "$work/answer" 2>/dev/null)" >&2
+       exit 1 ;;
+  esac
+}
+
+deadline=$(( $(date +%%s) + wait_seconds ))
+while :; do
+  code=$(curl -sS -K "$work/curlrc" -o /dev/null -w '%%{http_code}' \
+    "$url/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null) || code=000
+  case $code in
+    200) break ;;
+    401) echo "opsdeck-elk-setup: $url refuses the elastic user's password (HTTP 401)" >&2
+         exit 1 ;;
+  esac
+  if [ "$(date +%%s)" -ge "$deadline" ]; then
+    echo "opsdeck-elk-setup: $url did not report a yellow or green cluster within ${wait_seconds}s (last answer: HTTP $code)" >&2
+    exit 1
+  fi
+  sleep 2
+done
+
+for file in "$dir"/ilm/*.json; do
+  call PUT "/_ilm/policy/$(basename "$file" .json)" "$file"
+done
+for file in "$dir"/index_templates/*.json; do
+  call PUT "/_index_template/$(basename "$file" .json)" "$file"
+done
+{ printf '{"password": "'; escape "$KIBANA_PASSWORD_FILE"; printf '"}'; } > "$work/kibana"
+call POST /_security/user/kibana_system/_password "$work/kibana"
+cat > "$work/role" <<'ROLE'
+%(role_json)s
+ROLE
+call PUT /_security/role/%(role)s "$work/role"
+{ printf '{"password": "'; escape "$LOGSTASH_PASSWORD_FILE"
+  printf '", "roles": ["%(role)s"], "full_name": "Logstash of %(stack)s"}'; } > "$work/user"
+call PUT /_security/user/%(user)s "$work/user"
+echo "opsdeck-elk-setup: done"
+"""
+
+
+def setup_script(model):
+    """The POSIX sh + curl script that loads ILM, templates and users (see SETUP_SCRIPT)."""
+    return SETUP_SCRIPT % {
+        "role": LOGSTASH_ROLE, "user": LOGSTASH_USER, "port": ES_PORT, "stack": model["name"],
+        "role_json": json.dumps(logstash_role(), sort_keys=True),
+    }
 
 
 def sysctls():

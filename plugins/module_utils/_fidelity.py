@@ -135,17 +135,23 @@ def report(model, target=None):
                 "Ingress host" if target == "kubernetes" else "nginx answers any host name")
     if (model.get("monitoring") or {}).get("enabled"):
         if target == "compose":
-            add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager and exporter containers "
-                "(Grafana is not run on Compose: no image)")
+            add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager, exporter and Grafana "
+                "containers")
         elif target == "swarm":
-            add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager and exporter services "
-                "(node exporter global; Grafana not run: no image; Prometheus not published)")
+            add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager, exporter and Grafana "
+                "services (node exporter global; nothing but the edge published)")
         else:
             add("stack_monitoring.enabled", DROPPED, "configuration rendered by the monitoring role; "
                 "not deployed on %s yet" % target)
     if (model.get("logging") or {}).get("enabled"):
-        add("stack_logging.enabled", DROPPED, "configuration rendered by the elk role; "
-            "the ELK is not deployed on %s yet" % target)
+        if target in ("compose", "swarm"):
+            add("stack_logging.enabled", NATIVE, "Elasticsearch (one %s per node), Logstash, Kibana "
+                "and Filebeat%s; ILM, templates and users loaded by setup.sh" % (
+                    "service" if target == "swarm" else "container",
+                    " on every node" if target == "swarm" else ""))
+        else:
+            add("stack_logging.enabled", DROPPED, "configuration rendered by the elk role; "
+                "the ELK is not deployed on %s yet" % target)
     return out
 
 

@@ -53,6 +53,13 @@ ALERT_DEFAULTS = {
     "quota_usage_percent": 80,
     "pod_health_ratio": 0.5,
 }
+# PEM transport certificates of a multi-node Elasticsearch: secret name -> file name in
+# Elasticsearch's config/certs directory (made by playbooks/elk_certs.yml).
+TRANSPORT_SECRETS = {
+    "elastic_transport_ca_crt": "ca.crt",
+    "elastic_transport_crt": "transport.crt",
+    "elastic_transport_key": "transport.key",
+}
 AUDIT_EVENTS = ("tenant_config_updated", "drain_started", "drain_stopped",
                 "tenant_migrated", "login", "permission_changed")
 
@@ -202,7 +209,7 @@ def monitoring(checker, raw, path, model, need_secret):
 
     gpath = path + ".grafana"
     grafana = checker.mapping(data.get("grafana"), gpath,
-                              ("enabled", "admin_user", "admin_password_secret"))
+                              ("enabled", "admin_user", "admin_password_secret", "port"))
     out["grafana"] = {
         "enabled": checker.boolean(grafana, "enabled", gpath, True),
         "admin_user": checker.string(grafana, "admin_user", gpath, "admin",
@@ -210,6 +217,8 @@ def monitoring(checker, raw, path, model, need_secret):
                                      allowed_desc="letters, digits and ._@-"),
         "admin_password_secret": checker.string(grafana, "admin_password_secret", gpath,
                                                 "grafana_admin_password", pattern=SECRET_NAME),
+        # Grafana's port published on 127.0.0.1 of a Docker host (0: not published).
+        "port": checker.integer(grafana, "port", gpath, 0, low=0, high=65535),
     }
     if enabled and out["grafana"]["enabled"]:
         need_secret(out["grafana"]["admin_password_secret"], gpath + ".admin_password_secret")
@@ -220,7 +229,8 @@ def logging(checker, raw, path, model, need_secret):
     """Validate ``stack_logging`` (ELK)."""
     data = checker.mapping(raw, path, ("enabled", "retention_days", "elasticsearch",
                                        "audit_events", "version", "elastic_password_secret",
-                                       "kibana_password_secret"))
+                                       "kibana_password_secret", "logstash_password_secret",
+                                       "kibana_port"))
     enabled = checker.boolean(data, "enabled", path, False)
     rpath = path + ".retention_days"
     retention = checker.mapping(data.get("retention_days"), rpath, ("app", "audit"))
@@ -251,6 +261,11 @@ def logging(checker, raw, path, model, need_secret):
                                                   "elastic_password", pattern=SECRET_NAME),
         "kibana_password_secret": checker.string(data, "kibana_password_secret", path,
                                                  "kibana_system_password", pattern=SECRET_NAME),
+        # Logstash writes as its own user (role opsdeck_logstash_writer), not as elastic.
+        "logstash_password_secret": checker.string(data, "logstash_password_secret", path,
+                                                   "logstash_writer_password", pattern=SECRET_NAME),
+        # Kibana's port published on 127.0.0.1 of a Docker host (0: not published).
+        "kibana_port": checker.integer(data, "kibana_port", path, 0, low=0, high=65535),
     }
     nodes = out["elasticsearch"]["nodes"]
     if nodes is not None and nodes % 2 == 0:
@@ -265,12 +280,58 @@ def logging(checker, raw, path, model, need_secret):
     if enabled:
         need_secret(out["elastic_password_secret"], path + ".elastic_password_secret")
         need_secret(out["kibana_password_secret"], path + ".kibana_password_secret")
+        need_secret(out["logstash_password_secret"], path + ".logstash_password_secret")
+        if nodes and nodes > 1:
+            # Nodes talk TLS to each other: playbooks/elk_certs.yml makes these three.
+            for name in TRANSPORT_SECRETS:
+                need_secret(name, epath + ".nodes (%d nodes need the transport certificates "
+                                          "of playbooks/elk_certs.yml)" % nodes)
     return out
 
 
+ELASTIC_IMAGES = {
+    "elasticsearch": "docker.elastic.co/elasticsearch/elasticsearch",
+    "logstash": "docker.elastic.co/logstash/logstash",
+    "kibana": "docker.elastic.co/kibana/kibana",
+    "filebeat": "docker.elastic.co/beats/filebeat",
+}
+
+
+def elastic_image(model, component):
+    """The pinned upstream image of an Elastic component (stack_logging.version)."""
+    return "%s:%s" % (ELASTIC_IMAGES[component], model["logging"]["version"])
+
+
 def images(model):
-    """The monitoring images the target runs: [(component, image, build)] (Compose only so far)."""
-    mon = model.get("monitoring") or {}
-    if not mon.get("enabled") or model.get("target") != "compose":
+    """The monitoring and logging images a Docker target runs: [(component, image, build)].
+
+    Prometheus, Alertmanager and the exporters are built from Debian packages; Grafana and
+    the Elastic stack are pulled (their images exist on no Debian mirror).
+    """
+    if model.get("target") not in ("compose", "swarm"):
         return []
-    return [(name, mon["images"][name], None) for name in ("prometheus", "alertmanager", "exporters")]
+    out = []
+    mon = model.get("monitoring") or {}
+    if mon.get("enabled"):
+        out.extend((name, mon["images"][name], None)
+                   for name in ("prometheus", "alertmanager", "exporters"))
+        if mon["grafana"]["enabled"]:
+            out.append(("grafana", mon["images"]["grafana"], None))
+    if (model.get("logging") or {}).get("enabled"):
+        out.extend((name, elastic_image(model, name), None) for name in sorted(ELASTIC_IMAGES))
+    return out
+
+
+def without_components(model, names):
+    """The model without the platform components in ``names`` (their images are missing).
+
+    Used in dev when an image can be neither pulled nor built: Grafana is left out alone;
+    any missing Elastic image leaves the whole ELK out (its parts are useless apart).
+    """
+    names = set(names)
+    out = dict(model)
+    if names & {"grafana"} and (out.get("monitoring") or {}).get("enabled"):
+        out["monitoring"] = dict(out["monitoring"], grafana=dict(out["monitoring"]["grafana"], enabled=False))
+    if names & set(ELASTIC_IMAGES) and (out.get("logging") or {}).get("enabled"):
+        out["logging"] = dict(out["logging"], enabled=False)
+    return out

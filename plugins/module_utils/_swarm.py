@@ -14,7 +14,9 @@ users, limits) and turns it into what ``docker stack deploy`` understands:
   ``failure_action: rollback``, and a ``monitor`` longer than the healthcheck needs to
   declare a new task unhealthy (start period + retries x interval), else Swarm would
   call an update good before the health check could fail it and never roll back.
-- Stateful services (PostgreSQL, Redis) are pinned to nodes carrying a label.
+- Stateful services (PostgreSQL, Redis, Prometheus, Alertmanager, Grafana, each
+  Elasticsearch node) are pinned to nodes carrying a label; node exporter and Filebeat
+  run on every node.
 - The edge nginx publishes its ports in ``host`` mode so that nginx sees real client
   addresses (its per-IP rate limits depend on them); one proxy task per node.
 - Services are found by DNS round robin (``endpoint_mode: dnsrr``, the default): the
@@ -40,7 +42,9 @@ NAME_MAX = 64
 DATA_LABEL = "opsdeck.data"
 UNSUPPORTED = ("restart", "depends_on", "container_name", "security_opt", "expose", "build")
 # Services with a local volume that only one task may write: pinned, stop-first.
-STATEFUL = ("postgres", "redis", "prometheus", "alertmanager")
+STATEFUL = ("postgres", "redis", "prometheus", "alertmanager", "grafana")
+# One task on every node, wherever the swarm grows.
+GLOBAL = ("node-exporter", "filebeat")
 DEFAULT_UPDATE = {"parallelism": 1, "delay": 5, "order": "start-first",
                   "failure_action": "rollback", "monitor": None}
 
@@ -77,14 +81,14 @@ def _tmpfs_mounts(svc):
 
 
 def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
-           encrypted=False, endpoint_mode="dnsrr", monitoring_files=None):
+           encrypted=False, endpoint_mode="dnsrr", monitoring_files=None, elk_files=None):
     """Return {"stack": stack file dict, "files": [...], "secrets": {...}, "configs": {...}}.
 
     ``files`` are the same files the Compose rendering writes (secrets 0600, component
     configuration); ``secrets``/``configs`` map each stack-file key to the versioned
     Swarm object name, so the role can clean up the versions no longer in use.
     """
-    rendered = _compose.render(model, secrets, proxy_files, monitoring_files)
+    rendered = _compose.render(model, secrets, proxy_files, monitoring_files, elk_files)
     project = copy.deepcopy(rendered["project"])
     stack = model["name"]
     upd = dict(DEFAULT_UPDATE)
@@ -135,7 +139,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
         deploy["restart_policy"] = {"condition": "any", "delay": "5s", "window": "30s"}
         deploy["labels"] = {"org.opsdeck.stack": stack, "org.opsdeck.component": component}
         deploy["endpoint_mode"] = endpoint_mode
-        if name == "node-exporter":
+        if name in GLOBAL:
             # One per node, wherever the swarm grows.
             deploy.pop("replicas", None)
             deploy["mode"] = "global"
@@ -143,7 +147,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             # Only the edge publishes on Swarm (host-mode ports bind every interface there);
             # reach the others from a manager with `docker exec` or an SSH tunnel.
             svc.pop("ports")
-        if name in STATEFUL:
+        if name in STATEFUL or component == "elasticsearch":
             deploy["replicas"] = 1
             deploy["placement"] = {"constraints": ["node.labels.%s == true" % data_label]}
             # One writer on its volume: never two tasks at once.
@@ -178,6 +182,9 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
         net = {"driver": "overlay", "labels": {"org.opsdeck.stack": stack}}
         if definition.get("internal"):
             net["internal"] = True
+        if key == "logging":
+            # the role's one-off Elasticsearch setup container (docker run) joins it
+            net["attachable"] = True
         if encrypted:
             net["driver_opts"] = {"encrypted": ""}
         networks[key] = net

@@ -26,6 +26,10 @@ PROD_VAULT = {
     "vault_slack_webhook_url": "https://hooks.example.invalid/autoscale-3391",
     "vault_elastic_password": "autoscale-test-elastic-6620",
     "vault_kibana_system_password": "autoscale-test-kibana-8813",
+    "vault_logstash_writer_password": "autoscale-test-logstash-writer-password-stand-in-0001",
+    "vault_elastic_transport_ca_crt": "autoscale-test-elastic-transport-ca-crt-stand-in-0001",
+    "vault_elastic_transport_crt": "autoscale-test-elastic-transport-crt-stand-in-0001",
+    "vault_elastic_transport_key": "autoscale-test-elastic-transport-key-stand-in-0001",
     "vault_pagerduty_routing_key": "autoscale-test-pagerduty-4405",
 }
 

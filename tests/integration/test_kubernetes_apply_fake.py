@@ -30,6 +30,10 @@ VAULT = {
     "vault_slack_webhook_url": "fake-test-slack-webhook-url-5501",
     "vault_elastic_password": "fake-test-elastic-password-5502",
     "vault_kibana_system_password": "fake-test-kibana-system-password-5503",
+    "vault_logstash_writer_password": "fake-test-logstash-writer-password-stand-in-0001",
+    "vault_elastic_transport_ca_crt": "fake-test-elastic-transport-ca-crt-stand-in-0001",
+    "vault_elastic_transport_crt": "fake-test-elastic-transport-crt-stand-in-0001",
+    "vault_elastic_transport_key": "fake-test-elastic-transport-key-stand-in-0001",
     "vault_pagerduty_routing_key": "fake-test-pagerduty-routing-key-5504",
 }
 GOOD_IMAGE = "registry.example.com/shop/api:1.4.2"

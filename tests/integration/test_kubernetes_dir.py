@@ -32,6 +32,10 @@ VAULT = {
     "vault_slack_webhook_url": "dir-test-slack-webhook-url-5501",
     "vault_elastic_password": "dir-test-elastic-password-5502",
     "vault_kibana_system_password": "dir-test-kibana-system-password-5503",
+    "vault_logstash_writer_password": "dir-test-logstash-writer-password-stand-in-0001",
+    "vault_elastic_transport_ca_crt": "dir-test-elastic-transport-ca-crt-stand-in-0001",
+    "vault_elastic_transport_crt": "dir-test-elastic-transport-crt-stand-in-0001",
+    "vault_elastic_transport_key": "dir-test-elastic-transport-key-stand-in-0001",
     "vault_pagerduty_routing_key": "dir-test-pagerduty-routing-key-5504",
 }
 VERSIONS = ("1.29.0", "1.33.0")

@@ -17,6 +17,11 @@ SECRETS = {
     "slack_webhook_url": "https://hooks.slack.com/services/T000/B000/secretslack",
     "pagerduty_routing_key": "pagerduty-secret-key-1", "smtp_password": "smtp-secret-value-1",
     "elastic_password": "elastic-secret-value-1", "kibana_system_password": "kibana-secret-value-1",
+    "logstash_writer_password": "logstash-secret-value-1",
+    # stand-ins: only their presence is checked by the model (playbooks/elk_certs.yml makes real ones)
+    "elastic_transport_ca_crt": "-----BEGIN CERTIFICATE-----\nca\n-----END CERTIFICATE-----\n",
+    "elastic_transport_crt": "-----BEGIN CERTIFICATE-----\nnode\n-----END CERTIFICATE-----\n",
+    "elastic_transport_key": "-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n",
 }
 
 RAW = {

@@ -32,8 +32,8 @@ ES_SETTINGS = {
     "bootstrap.memory_lock", "action.destructive_requires_name", "discovery.type",
     "discovery.seed_hosts", "cluster.initial_master_nodes", "xpack.security.enabled",
     "xpack.security.http.ssl.enabled", "xpack.security.transport.ssl.enabled",
-    "xpack.security.transport.ssl.verification_mode", "xpack.security.transport.ssl.keystore.path",
-    "xpack.security.transport.ssl.truststore.path", "xpack.ml.enabled", "ingest.geoip.downloader.enabled",
+    "xpack.security.transport.ssl.verification_mode", "xpack.security.transport.ssl.key",
+    "xpack.security.transport.ssl.certificate", "xpack.security.transport.ssl.certificate_authorities", "xpack.ml.enabled", "ingest.geoip.downloader.enabled",
 }
 LOGSTASH_SETTINGS = {"node.name", "http.host", "pipeline.ecs_compatibility", "config.reload.automatic",
                      "log.format", "path.config", "pipeline.id", "pipeline.workers"}
@@ -141,7 +141,9 @@ def test_pipeline_is_well_formed(dev, prod):
         code = re.sub(r'"(?:[^"\\]|\\.)*"|/(?:[^/\\]|\\.)+/|#.*', "", text)
         assert code.count("{") == code.count("}") and code.count("[") == code.count("]")
         assert re.findall(r"^(\w+) \{", text, re.M) == ["input", "filter", "output"]
-        assert "${ELASTIC_PASSWORD}" in text
+        # Logstash writes as its own least-privilege user, never as the elastic superuser.
+        assert "${LOGSTASH_WRITER_PASSWORD}" in text and 'user => "opsdeck_logstash"' in text
+        assert "ELASTIC_PASSWORD" not in text
     hosts = re.search(r"hosts => \[(.*)\]", prod["logstash/pipeline/opsdeck.conf"]["content"]).group(1)
     assert hosts == '"http://es-0:9200", "http://es-1:9200", "http://es-2:9200"'
     assert '"tenant_config_updated"' in dev["logstash/pipeline/opsdeck.conf"]["content"]

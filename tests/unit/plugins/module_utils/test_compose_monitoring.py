@@ -23,7 +23,7 @@ def test_monitoring_services_and_networks():
     services = out["project"]["services"]
     assert {"prometheus", "alertmanager", "redis-exporter", "postgres-exporter", "nginx-exporter",
             "node-exporter"} <= set(services)
-    assert "grafana" not in services
+    assert services["grafana"]["networks"] == ["monitoring"] and "ports" not in services["grafana"]
     assert "ports" not in services["prometheus"]
     assert services["prometheus"]["networks"] == ["backend", "monitoring"]
     assert "--storage.tsdb.retention.time=30d" in services["prometheus"]["command"]

@@ -170,7 +170,7 @@ def test_prod_inventory_figures():
     for item in manifests:
         kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
     # Secret: one per stack secret (9 since prod's monitoring and logging secrets, branch obs)
-    assert kinds == {"Namespace": 1, "ServiceAccount": 2, "Role": 2, "RoleBinding": 2, "Secret": 9,
+    assert kinds == {"Namespace": 1, "ServiceAccount": 2, "Role": 2, "RoleBinding": 2, "Secret": 13,
                      "NetworkPolicy": 5, "Service": 3, "StatefulSet": 2, "Deployment": 1,
                      "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Ingress": 1}
     namespace = manifests[0]
@@ -202,7 +202,9 @@ def test_secrets_are_opaque_base64_and_mounted_only_where_used():
     # (+ prod's monitoring and logging secrets, branch obs)
     assert {s["metadata"]["name"] for s in by(manifests, "Secret")} == {
         "admin-token", "postgres-password", "redis-password", "shop-tls", "grafana-admin-password",
-        "slack-webhook-url", "pagerduty-routing-key", "elastic-password", "kibana-system-password"}
+        "slack-webhook-url", "pagerduty-routing-key", "elastic-password", "kibana-system-password",
+        "logstash-writer-password", "elastic-transport-ca-crt", "elastic-transport-crt",
+        "elastic-transport-key"}
 
     def mounted(kind, name):
         spec = pod_spec(manifests, kind, name)

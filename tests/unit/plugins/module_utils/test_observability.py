@@ -11,8 +11,13 @@ BASE = {
     "services": [{"name": "api", "image": "opsdeck/refapp:0.1.0", "port": 8000, "route": {"path": "/api/"}}],
     "redis": {"enabled": True},
     "secrets": {"grafana_admin_password": "g-secret-value-1", "elastic_password": "e-secret-value-1",
-                "kibana_system_password": "k-secret-value-1", "slack_webhook_url": "https://hooks.example/x"},
+                "kibana_system_password": "k-secret-value-1", "slack_webhook_url": "https://hooks.example/x",
+                "logstash_writer_password": "l-secret-value-1"},
 }
+
+
+TRANSPORT = {"elastic_transport_ca_crt": "ca-pem-stand-in-0001", "elastic_transport_crt": "crt-pem-stand-in-0001",
+             "elastic_transport_key": "key-pem-stand-in-0001"}
 
 
 def build(**changes):
@@ -115,8 +120,18 @@ def test_logging_defaults_follow_the_environment():
     assert dev["elasticsearch"] == {"nodes": 1, "heap": "512m", "storage": "5Gi"}
     assert dev["retention_days"] == {"app": 30, "audit": 90}
     raw = build(environment="prod", logging={"enabled": True})
+    raw["secrets"].update(TRANSPORT)
     prod = normalize(raw)["logging"]
     assert prod["elasticsearch"]["nodes"] == 3 and prod["elasticsearch"]["heap"] == "2g"
+
+
+def test_a_cluster_needs_the_transport_certificates():
+    errors = errors_of(build(environment="prod", logging={"enabled": True}))
+    for name in TRANSPORT:
+        assert ("stack_logging.elasticsearch.nodes (3 nodes need the transport certificates of "
+                "playbooks/elk_certs.yml): secret '%s' is not defined in stack_secrets" % name) in " ".join(errors)
+    assert normalize(build(logging={"enabled": True}))["logging"]["elasticsearch"]["nodes"] == 1, \
+        "a single node needs no certificates"
 
 
 def test_logging_errors():
