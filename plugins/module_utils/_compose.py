@@ -607,9 +607,9 @@ def setup_hash(model, files, secrets):
     """What a load of setup.sh depends on: its files and the passwords' digests."""
     log = model["logging"]
     prefix = ELK_DIR + "/elasticsearch/"
+    node_files = ("elasticsearch.yml", "heap.options")
     parts = {"files": {f["path"]: digest(f["content"]) for f in files
-                       if f["path"].startswith(prefix) and not f["path"].endswith(("elasticsearch.yml",
-                                                                                     "heap.options"))},
+                       if f["path"].startswith(prefix) and not f["path"].endswith(node_files)},
              "secrets": {name: _secret_digest(name, secrets, files, model["name"])
                          for name in (log["elastic_password_secret"], log["kibana_password_secret"],
                                       log["logstash_password_secret"])}}

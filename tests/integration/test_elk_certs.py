@@ -34,8 +34,8 @@ def test_certificates_chain_match_and_stay_secret(tmp_path):
                            "vault_elastic_transport_key", "vault_elastic_transport_ca_key"}
     for name, value in values.items():
         (tmp_path / name).write_text(value)
-    ca, crt, key = (str(tmp_path / n) for n in ("vault_elastic_transport_ca_crt", "vault_elastic_transport_crt",
-                                                 "vault_elastic_transport_key"))
+    names = ("vault_elastic_transport_ca_crt", "vault_elastic_transport_crt", "vault_elastic_transport_key")
+    ca, crt, key = (str(tmp_path / n) for n in names)
     assert openssl("verify", "-CAfile", ca, crt).strip().endswith(": OK")
     # the key is the certificate's
     assert openssl("pkey", "-in", key, "-pubout") == openssl("x509", "-in", crt, "-noout", "-pubkey")

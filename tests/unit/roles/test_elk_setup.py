@@ -105,7 +105,7 @@ def test_setup_loads_policies_templates_and_users(setup_dir):
     server = FakeElasticsearch(red_calls=2)
     result = run(setup_dir, server)
     assert result.returncode == 0, result.stderr
-    calls = [(method, path) for method, path, _ in server.requests]
+    calls = [(method, path) for method, path, _body in server.requests]
     # waited through two red answers before loading anything
     assert calls[:3] == [("GET", "/_cluster/health?wait_for_status=yellow&timeout=5s")] * 3
     assert calls[3:] == [
@@ -115,7 +115,7 @@ def test_setup_loads_policies_templates_and_users(setup_dir):
         ("PUT", "/_security/role/opsdeck_logstash_writer"),
         ("PUT", "/_security/user/opsdeck_logstash"),
     ]
-    bodies = {path: json.loads(body) for _, path, body in server.requests[3:]}
+    bodies = {path: json.loads(body) for _method, path, body in server.requests[3:]}
     rendered = {f["path"]: json.loads(f["content"]) for f in _elk.render(model("compose"))
                 if f["path"].endswith(".json")}
     assert bodies["/_ilm/policy/opsdeck-audit"] == rendered["elasticsearch/ilm/opsdeck-audit.json"]
@@ -143,7 +143,7 @@ def test_setup_stops_with_elasticsearch_answer(setup_dir):
     assert "mapper_parsing_exception" in result.stderr
     # nothing after the failed call
     assert ("POST", "/_security/user/kibana_system/_password") not in [
-        (m, p) for m, p, _ in server.requests]
+        (m, p) for m, p, _body in server.requests]
 
 
 def test_setup_gives_up_on_a_cluster_that_never_turns_yellow(setup_dir):
@@ -151,7 +151,7 @@ def test_setup_gives_up_on_a_cluster_that_never_turns_yellow(setup_dir):
     result = run(setup_dir, server, ES_WAIT_SECONDS="3")
     assert result.returncode == 1
     assert "did not report a yellow or green cluster within 3s (last answer: HTTP 408)" in result.stderr
-    assert all(path.startswith("/_cluster/health") for _, path, _ in server.requests)
+    assert all(request[1].startswith("/_cluster/health") for request in server.requests)
 
 
 def test_setup_refuses_a_missing_secret_file(setup_dir):

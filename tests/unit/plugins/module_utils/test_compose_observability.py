@@ -49,8 +49,9 @@ def env(request):
 
 
 def three_nodes(env):
-    return {} if env == "dev" else {"environment": "prod",
-                                     "logging": {"enabled": True, "elasticsearch": {"nodes": 3}}}
+    if env == "dev":
+        return {}
+    return {"environment": "prod", "logging": {"enabled": True, "elasticsearch": {"nodes": 3}}}
 
 
 def test_compose_accepts_grafana_and_the_elk(tmp_path, env):
@@ -96,8 +97,8 @@ def test_compose_accepts_grafana_and_the_elk(tmp_path, env):
 
 
 def test_published_ports_are_loopback_only():
-    _, out = rendered(monitoring={"enabled": True, "grafana": {"port": 3000}},
-                      logging={"enabled": True, "kibana_port": 5601})
+    out = rendered(monitoring={"enabled": True, "grafana": {"port": 3000}},
+                      logging={"enabled": True, "kibana_port": 5601})[1]
     services = out["project"]["services"]
     assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     assert services["kibana"]["ports"] == ["127.0.0.1:5601:5601"]
@@ -114,14 +115,14 @@ def test_a_pipeline_change_rolls_only_logstash():
 
 
 def test_an_ilm_change_restarts_no_elasticsearch_node_and_a_heap_change_rolls_them_all():
-    _, before = rendered(**three_nodes("prod"))
-    _, after = rendered(environment="prod", logging={
-        "enabled": True, "elasticsearch": {"nodes": 3}, "retention_days": {"app": 14, "audit": 90}})
+    before = rendered(**three_nodes("prod"))[1]
+    after = rendered(environment="prod", logging={
+        "enabled": True, "elasticsearch": {"nodes": 3}, "retention_days": {"app": 14, "audit": 90}})[1]
     moved = {name for name in before["hashes"] if before["hashes"][name] != after["hashes"][name]}
     # the policy is loaded through the API by setup.sh; Logstash's pipeline names the days
     assert moved == {"logstash"}
-    _, after = rendered(environment="prod", logging={
-        "enabled": True, "elasticsearch": {"nodes": 3, "heap": "3g"}})
+    after = rendered(environment="prod", logging={
+        "enabled": True, "elasticsearch": {"nodes": 3, "heap": "3g"}})[1]
     moved = {name for name in before["hashes"] if before["hashes"][name] != after["hashes"][name]}
     assert moved == {"es-0", "es-1", "es-2"}
 
@@ -169,7 +170,7 @@ def test_swarm_stack_ships_the_elk_and_grafana(tmp_path):
 def test_missing_images_leave_out_grafana_or_the_whole_elk():
     from ansible_collections.opsdeck.stack.plugins.module_utils import _observability
     mdl = model("compose")
-    assert [c for c, _, _ in _observability.images(mdl)] == [
+    assert [entry[0] for entry in _observability.images(mdl)] == [
         "prometheus", "alertmanager", "exporters", "grafana",
         "elasticsearch", "filebeat", "kibana", "logstash"]
     without = _observability.without_components(mdl, ["grafana", "kibana"])
