@@ -348,7 +348,7 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
             files.append({"path": "%s/%s" % (MONITORING_DIR, item["path"]),
                           "content": item["content"], "mode": item.get("mode", "0644"),
                           "secret": False})
-    probe = {"interval": 10, "timeout": 3, "retries": 6, "start_period": 10}
+    probe = {"interval": 10, "timeout": 5, "retries": 6, "start_period": 10}
 
     prom = _base(model, "prometheus", images["prometheus"])
     prom.update({

@@ -98,7 +98,7 @@ def test_compose_accepts_grafana_and_the_elk(tmp_path, env):
 
 def test_published_ports_are_loopback_only():
     out = rendered(monitoring={"enabled": True, "grafana": {"port": 3000}},
-                      logging={"enabled": True, "kibana_port": 5601})[1]
+                   logging={"enabled": True, "kibana_port": 5601})[1]
     services = out["project"]["services"]
     assert services["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     assert services["kibana"]["ports"] == ["127.0.0.1:5601:5601"]
