@@ -26,6 +26,17 @@ from helpers import BIN, ROOT, run
 def test_molecule_scenario(scenario):
     log = os.path.join(ROOT, "build", "logs", "molecule-%s.log" % scenario)
     result = run([os.path.join(BIN, "molecule"), "test", "-s", scenario], timeout=1500, log=log)
-    tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
-    assert result.returncode == 0, "molecule test -s %s failed (full log: %s)\n%s" % (
-        scenario, log, tail)
+    lines = (result.stdout + result.stderr).splitlines()
+    assert result.returncode == 0, "molecule test -s %s failed (full log: %s)\n%s\n...\n%s" % (
+        scenario, log, "\n".join(failed_tasks(lines)), "\n".join(lines[-40:]))
+
+
+def failed_tasks(lines):
+    """The TASK header and the lines of each failure in an ansible-playbook output."""
+    out, task = [], ""
+    for number, line in enumerate(lines):
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith(("fatal:", "failed:")) or "FAILED!" in line:
+            out.extend([task] + lines[number:number + 15])
+    return out[:200]

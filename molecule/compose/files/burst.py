@@ -18,7 +18,7 @@ lock = threading.Lock()
 
 def hit():
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=30) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
