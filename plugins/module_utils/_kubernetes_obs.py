@@ -289,7 +289,8 @@ class _Obs:
             {"name": "api-token", "mountPath": SA_TOKEN_DIR, "readOnly": True}]
         token = {"name": "api-token", "projected": {"defaultMode": 0o444, "sources": [
             {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
-            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"configMap": {"name": "kube-root-ca.crt",
+                           "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             {"downwardAPI": {"items": [{"path": "namespace",
                                         "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}
         template = self.pod("prometheus", [prom],
@@ -340,7 +341,8 @@ class _Obs:
             self.flows.append(("redis-exporter", "redis", rd["port"]))
         if "postgres-exporter" in exporters:
             pg = model["postgres"]
-            env = {"DATA_SOURCE_URI": "postgres:%d/%s?sslmode=disable" % (pg["port"], pg["database"]),
+            uri = "postgres:%d/%s?sslmode=disable" % (pg["port"], pg["database"])
+            env = {"DATA_SOURCE_URI": uri,
                    "DATA_SOURCE_USER": pg["user"],
                    "DATA_SOURCE_PASS_FILE": "%s/%s" % (k.SECRETS_DIR, pg["password_secret"])}
             self.exporter("postgres-exporter", exporters["postgres-exporter"], ["postgres"], env,
@@ -367,7 +369,8 @@ class _Obs:
         model = self.model
         graf = model["monitoring"]["grafana"]
         graf_files = _files(files, "grafana/")
-        settings = {rel: text for rel, text in graf_files.items() if not rel.startswith("dashboards/")}
+        settings = {rel: text for rel, text in graf_files.items()
+                    if not rel.startswith("dashboards/")}
         boards = {rel[len("dashboards/"):]: text for rel, text in graf_files.items()
                   if rel.startswith("dashboards/")}
         self.add(_configmap(model, "grafana-config", "grafana", settings, self.namespace))
@@ -389,7 +392,8 @@ class _Obs:
             {"name": "ini", "mountPath": "/etc/grafana/opsdeck", "readOnly": True},
             {"name": "provisioning", "mountPath": "/etc/grafana/provisioning", "readOnly": True},
             {"name": "data", "mountPath": "/var/lib/grafana"},
-            {"name": "dashboards", "mountPath": "/var/lib/grafana/dashboards/opsdeck", "readOnly": True},
+            {"name": "dashboards", "mountPath": "/var/lib/grafana/dashboards/opsdeck",
+             "readOnly": True},
             {"name": "logs", "mountPath": "/var/log/grafana"}]
         provisioning_volume = {"name": "provisioning", "configMap": {
             "name": "grafana-config", "defaultMode": 0o444,
@@ -432,10 +436,12 @@ class _Obs:
         es["resources"]["requests"]["memory"] = es["resources"]["limits"]["memory"] = \
             _es_memory(log["elasticsearch"]["heap"])
         es["env"] = [{"name": "ELASTIC_PASSWORD_FILE", "value": "%s/%s" % (k.SECRETS_DIR, elastic)},
-                     {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+                     {"name": "NODE_NAME",
+                      "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
         es["ports"] = [_port("http", _elk.ES_PORT), _port("transport", ES_TRANSPORT_PORT)]
         ready = ('curl -fsS -o /dev/null -u "elastic:`cat %s/%s`" '
-                 '"http://127.0.0.1:%d/_cluster/health?local=true"' % (k.SECRETS_DIR, elastic, _elk.ES_PORT))
+                 '"http://127.0.0.1:%d/_cluster/health?local=true"'
+                 % (k.SECRETS_DIR, elastic, _elk.ES_PORT))
         es.update(_tcp_exec_probes("http", ["/bin/sh", "-c", ready], 300))
         es["volumeMounts"] = [
             {"name": "config", "mountPath": ES_CONFIG},
@@ -528,7 +534,8 @@ class _Obs:
         job_secrets = {"ELASTIC_PASSWORD_FILE": elastic, "KIBANA_PASSWORD_FILE": kibana,
                        "LOGSTASH_PASSWORD_FILE": logstash}
         inputs = {"files": {p: _sha(c) for p, c in sorted(setup.items())},
-                  "secrets": {name: k.digest(k._secret_value(self.secrets, name), self.stack + ":" + name)
+                  "secrets": {name: k.digest(k._secret_value(self.secrets, name),
+                                             self.stack + ":" + name)
                               for name in sorted(job_secrets.values())},
                   "image": image}
         name = "elk-setup-%s" % k._checksum(inputs)[:10]
@@ -565,7 +572,8 @@ class _Obs:
                                  "ports": rule_port})
         if "prometheus" in own:
             cidrs = list(api_server_cidrs or [])
-            peers = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs] or [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+            peers = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs] or [
+                {"ipBlock": {"cidr": "0.0.0.0/0"}}]
             egress["prometheus"].append({"to": peers, "ports": [{"protocol": "TCP", "port": p}
                                                                 for p in API_SERVER_PORTS]})
         if "alertmanager" in own:
@@ -574,7 +582,8 @@ class _Obs:
             if email:
                 ports.add(int(email["smarthost"].rsplit(":", 1)[1]))
             egress.setdefault("alertmanager", []).append(
-                {"to": [INTERNET], "ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]})
+                {"to": [INTERNET],
+                 "ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]})
             ingress.setdefault("alertmanager", [])
         out = []
         for name in sorted(set(ingress) | set(egress)):
