@@ -14,11 +14,20 @@ from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
 from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
 
 
-def kubernetes_manifests(model, secrets, htpasswd=None):
-    """The stack's Kubernetes manifests (list of dicts, apply order)."""
+def kubernetes_manifests(model, secrets, htpasswd=None, monitoring_files=None, elk_files=None,
+                         api_server_cidrs=None):
+    """The stack's Kubernetes manifests (list of dicts, apply order).
+
+    ``monitoring_files`` / ``elk_files``: the monitoring and elk roles' files; with them (and
+    the section enabled) Prometheus & co. and the ELK are rendered too.
+    """
     try:
         return _kubernetes.render(_plain(model), _plain(secrets or {}),
-                                  htpasswd=str(htpasswd) if htpasswd else None)
+                                  htpasswd=str(htpasswd) if htpasswd else None,
+                                  monitoring_files=_plain(monitoring_files) if monitoring_files is not None
+                                  else None,
+                                  elk_files=_plain(elk_files) if elk_files is not None else None,
+                                  api_server_cidrs=_plain(api_server_cidrs) or None)
     except _kubernetes.RenderError as exc:
         raise AnsibleFilterError("kubernetes_manifests: %s" % exc) from None
 

@@ -9,6 +9,8 @@ the environment (``${KIBANA_SYSTEM_PASSWORD}``, ``${LOGSTASH_WRITER_PASSWORD}``)
 secret files, which the target fills from its secret store.
 
     elasticsearch/<node>/elasticsearch.yml       one per node: single-node in dev, a cluster in prod
+                                                 (Kubernetes: one elasticsearch/elasticsearch.yml
+                                                 shared by the StatefulSet's pods, see below)
     elasticsearch/jvm.options.d/heap.options     heap from stack_logging.elasticsearch.heap
     elasticsearch/ilm/<policy>.json              30 days app logs, 90 days audit (retention_days)
     elasticsearch/index_templates/<name>.json    data stream templates with the field mappings
@@ -17,6 +19,13 @@ secret files, which the target fills from its secret store.
     kibana/kibana.yml
     filebeat/filebeat.yml                        ships container logs to Logstash
     elasticsearch/setup.sh                       loads ILM and templates, sets the users' passwords
+
+On Kubernetes the nodes are the pods ``es-0``.. of one StatefulSet ``es``: they share one
+``elasticsearch.yml`` whose ``node.name`` is the pod name (``${NODE_NAME}``, from the downward
+API), find each other through the headless Service ``es-cluster`` (DNS answers every pod,
+ready or not) and are reached by Logstash, Kibana and the setup Job through the client
+Service ``elasticsearch``. ``node.store.allow_mmap: false``: the restricted Pod Security of
+the namespace forbids the privileged init container that would raise vm.max_map_count.
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ LOGSTASH_USER = "opsdeck_logstash"
 LOGSTASH_ROLE = "opsdeck_logstash_writer"
 # Where the app writes the time (the reference app: ts; seed 000: timestamp).
 TIME_FIELDS = ("ts", "timestamp")
+# Kubernetes: the StatefulSet (pods es-0..), its headless Service and the client Service.
+K8S_STATEFULSET = "es"
+K8S_HEADLESS = "es-cluster"
+K8S_CLIENT = "elasticsearch"
 
 
 def _dump(data):
@@ -70,11 +83,20 @@ def node_names(model):
     return ["es-%d" % i for i in range(model["logging"]["elasticsearch"]["nodes"])]
 
 
+def es_urls(model):
+    """The HTTP addresses Logstash and Kibana use: every node, or the client Service."""
+    if model["target"] == "kubernetes":
+        return ["http://%s:%d" % (K8S_CLIENT, ES_PORT)]
+    return ["http://%s:%d" % (n, ES_PORT) for n in node_names(model)]
+
+
 def elasticsearch_config(model, node):
+    """A node's settings; on Kubernetes ``node`` is None (one file for every pod)."""
     nodes = node_names(model)
+    kubernetes = model["target"] == "kubernetes"
     config = {
         "cluster.name": "%s-logs" % model["name"],
-        "node.name": node,
+        "node.name": "${NODE_NAME}" if kubernetes else node,
         "node.roles": ["master", "data", "ingest"],
         "network.host": "0.0.0.0",
         "http.port": ES_PORT,
@@ -87,11 +109,14 @@ def elasticsearch_config(model, node):
         "xpack.ml.enabled": False,
         "ingest.geoip.downloader.enabled": False,
     }
+    if kubernetes:
+        # no privileged init container may raise vm.max_map_count under restricted PSS
+        config["node.store.allow_mmap"] = False
     if len(nodes) == 1:
         config["discovery.type"] = "single-node"
         config["xpack.security.transport.ssl.enabled"] = False
     else:
-        config["discovery.seed_hosts"] = nodes
+        config["discovery.seed_hosts"] = [K8S_HEADLESS] if kubernetes else nodes
         config["cluster.initial_master_nodes"] = nodes
         # A multi-node cluster with security needs TLS between its nodes.
         # PEM files from the secrets of TRANSPORT_SECRETS (playbooks/elk_certs.yml), mounted
@@ -143,7 +168,7 @@ def _quote(text):
 
 def logstash_pipeline(model):
     log = model["logging"]
-    es_hosts = ", ".join(_quote("http://%s:%d" % (n, ES_PORT)) for n in node_names(model))
+    es_hosts = ", ".join(_quote(url) for url in es_urls(model))
     audit = ", ".join(_quote(e) for e in log["audit_events"])
     return "\n".join([
         "# Rendered by opsdeck.stack: parse the apps' JSON log lines (seed 000's fields:",
@@ -237,7 +262,7 @@ def logstash_settings(model):
 
 
 def kibana_config(model):
-    hosts = ["http://%s:%d" % (n, ES_PORT) for n in node_names(model)]
+    hosts = es_urls(model)
     return {
         "server.name": "%s-kibana" % model["name"],
         "server.host": "0.0.0.0",
@@ -297,8 +322,12 @@ def render(model):
     def add(path, content):
         files.append({"path": path, "content": content, "mode": "0644", "secret": False})
 
-    for node in node_names(model):
-        add("elasticsearch/%s/elasticsearch.yml" % node, header + _dump(elasticsearch_config(model, node)))
+    if model["target"] == "kubernetes":
+        add("elasticsearch/elasticsearch.yml", header + _dump(elasticsearch_config(model, None)))
+    else:
+        for node in node_names(model):
+            add("elasticsearch/%s/elasticsearch.yml" % node,
+                header + _dump(elasticsearch_config(model, node)))
     heap = log["elasticsearch"]["heap"]
     add("elasticsearch/jvm.options.d/heap.options", "-Xms%s\n-Xmx%s\n" % (heap, heap))
     for kind in ("app", "audit"):

@@ -141,8 +141,23 @@ def report(model, target=None):
             add("stack_monitoring.enabled", NATIVE, "Prometheus, Alertmanager, exporter and Grafana "
                 "services (node exporter global; nothing but the edge published)")
         else:
-            add("stack_monitoring.enabled", DROPPED, "configuration rendered by the monitoring role; "
-                "not deployed on %s yet" % target)
+            mon = model["monitoring"]
+            add("stack_monitoring.enabled", NATIVE, "Prometheus StatefulSet (kubernetes_sd on its "
+                "own namespace, read-only namespaced Role), Alertmanager and exporter Deployments%s, "
+                "ConfigMaps with checksum annotations, exact NetworkPolicies" % (
+                    ", Grafana" if mon["grafana"]["enabled"] else ""))
+            add("stack_monitoring node exporter", DROPPED, "needs hostPID, hostNetwork and hostPath, "
+                "which the namespace's restricted Pod Security forbids: use the cluster's "
+                "node-exporter (DiskSpace and the node panels need it)")
+            if model["proxy"]["enabled"]:
+                add("stack_monitoring nginx exporter", DROPPED, "no nginx of the stack on Kubernetes: "
+                    "the Ingress is the cluster's ingress-nginx, which exports its own metrics")
+            if mon["images"]["prometheus"].startswith("opsdeck/prometheus"):
+                add("stack_monitoring.images.prometheus", DROPPED, "%s is Debian's build, which has "
+                    "no kubernetes_sd: Prometheus would refuse its configuration; set an upstream "
+                    "image (e.g. quay.io/prometheus/prometheus)" % mon["images"]["prometheus"])
+            add("stack_monitoring alertmanager storage", EMULATED, "emptyDir: silences and "
+                "notification state do not survive a restart of the pod")
     if (model.get("logging") or {}).get("enabled"):
         if target in ("compose", "swarm"):
             add("stack_logging.enabled", NATIVE, "Elasticsearch (one %s per node), Logstash, Kibana "
@@ -150,8 +165,13 @@ def report(model, target=None):
                     "service" if target == "swarm" else "container",
                     " on every node" if target == "swarm" else ""))
         else:
-            add("stack_logging.enabled", DROPPED, "configuration rendered by the elk role; "
-                "the ELK is not deployed on %s yet" % target)
+            add("stack_logging.enabled", NATIVE, "Elasticsearch StatefulSet (%d pods, headless "
+                "Service for discovery, node.store.allow_mmap false), Logstash and Kibana "
+                "Deployments; ILM, templates and users loaded by setup.sh in a Job named by "
+                "its inputs" % model["logging"]["elasticsearch"]["nodes"])
+            add("stack_logging Filebeat", DROPPED, "reads /var/log/containers as root through a "
+                "hostPath, which the namespace's restricted Pod Security forbids: no log is "
+                "shipped to Logstash until a cluster log shipper sends to logstash:5044")
     return out
 
 

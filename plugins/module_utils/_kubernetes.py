@@ -4,8 +4,9 @@
 """Render the normalised stack model into Kubernetes manifests (private, pure).
 
 ``render(model, secrets)`` returns a list of plain dicts in a fixed apply order
-(Namespace, ServiceAccounts, RBAC, Secrets, NetworkPolicies, Services, StatefulSets,
-Deployments, HPAs, PodDisruptionBudgets, Ingresses), each kind sorted by name. Nothing
+(Namespace, ServiceAccounts, RBAC, Secrets, ConfigMaps, NetworkPolicies, Services, StatefulSets,
+Deployments, DaemonSets, Jobs, HPAs, PodDisruptionBudgets, Ingresses), each kind sorted by name; the
+monitoring and ELK components come from _kubernetes_obs. Nothing
 here talks to a cluster: the ``kubernetes`` role applies the list (server-side apply).
 
 - The proxy is the Ingress (class ``nginx``): one Ingress per routed service, because
@@ -53,9 +54,18 @@ DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
 
 # Kinds in the order they are applied (dependencies first).
-KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "NetworkPolicy",
-              "Service", "StatefulSet", "Deployment", "HorizontalPodAutoscaler",
-              "PodDisruptionBudget", "Ingress")
+KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap",
+              "NetworkPolicy", "Service", "StatefulSet", "Deployment", "DaemonSet", "Job",
+              "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress")
+# The file name prefix of each kind (GitOps layout). Kinds added later share the prefix of
+# the phase they are applied in (ConfigMaps with Secrets, DaemonSets and Jobs with the
+# workloads; "04-configmap" < "04-secret" and "08-deployment" < "08-job" keep the order), so
+# no existing file is ever renamed.
+FILE_PREFIX = {"Namespace": 0, "ServiceAccount": 1, "Role": 2, "RoleBinding": 3, "Secret": 4,
+               "ConfigMap": 4, "NetworkPolicy": 5, "Service": 6, "StatefulSet": 7,
+               "Deployment": 8, "DaemonSet": 8, "Job": 8, "HorizontalPodAutoscaler": 9,
+               "PodDisruptionBudget": 10, "Ingress": 11}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
 # Scaling behaviour of the design: up by max(+50 %, +2 pods) per 60 s; down by
 # min(-10 %, -1 pod) per 60 s after a 300 s stabilisation window.
@@ -678,13 +688,20 @@ def _check_secret_names(names):
 
 
 # --------------------------------------------------------------------------- render
-def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE):
+def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
+           monitoring_files=None, elk_files=None, api_server_cidrs=None):
     """The stack's manifests, as a list of dicts in apply order.
 
     ``secrets`` maps secret names to values (from the vault). ``htpasswd`` is the
     htpasswd text for routes with ``basic_auth`` (the nginx_proxy role computes it).
+    ``monitoring_files`` / ``elk_files`` are the files of the monitoring and elk roles:
+    with monitoring / logging enabled, their components are rendered (_kubernetes_obs);
+    when they are not passed (None), those components are not rendered. ``api_server_cidrs``
+    narrows Prometheus' egress to the API server (default: any address, ports 443/6443).
     Raises RenderError when something the manifests need is missing.
     """
+    from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes_obs
+
     secrets = dict(secrets or {})
     stack = model["name"]
     namespace = k8s_name(stack)
@@ -720,6 +737,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE):
         used.add(model["postgres"]["password_secret"])
     if model["redis"]["enabled"] and model["redis"].get("password_secret"):
         used.add(model["redis"]["password_secret"])
+    used.update(_kubernetes_obs.secret_names(model, monitoring_files, elk_files))
     # Stack secrets no pod uses are still shipped (the tenant's tools may read them),
     # except the TLS pair and basic-auth passwords, which only the Ingress needs.
     basic_auth_users = {u["password_secret"] for u in proxy.get("basic_auth_users") or []}
@@ -757,6 +775,8 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE):
     if proxy["enabled"]:
         for svc in routed:
             out.append(_ingress(model, svc, namespace, tls_secret, auth_secret))
+    out.extend(_kubernetes_obs.render(model, secrets, namespace, monitoring_files, elk_files,
+                                      api_server_cidrs))
 
     for item in out:
         annotate_policy_skips(item)
@@ -766,10 +786,11 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE):
 
 def policy_skips(manifest):
     """The POLICY_SKIPS that apply to a workload manifest, as [(check, reason)]."""
-    if manifest["kind"] not in ("Deployment", "StatefulSet"):
+    if manifest["kind"] not in WORKLOAD_KINDS:
         return []
     wanted = set()
-    for container in manifest["spec"]["template"]["spec"]["containers"]:
+    pod = manifest["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod.get("initContainers", []):
         if container.get("imagePullPolicy") != "Always":
             wanted.add("CKV_K8S_15")
         if "@sha256:" not in container["image"]:
@@ -834,7 +855,7 @@ def manifest_file_name(manifest):
     new object never renames the files of the others (no churn in a GitOps repository).
     """
     kind = manifest["kind"]
-    return "%02d-%s-%s.yaml" % (KIND_ORDER.index(kind), kind.lower(), manifest["metadata"]["name"])
+    return "%02d-%s-%s.yaml" % (FILE_PREFIX[kind], kind.lower(), manifest["metadata"]["name"])
 
 
 def without_secret_data(manifest):

@@ -61,10 +61,19 @@ def dump(data, header=None):
     return ("# %s\n" % header if header else "") + text
 
 
+# Exporters a Kubernetes target does not run: the node exporter needs hostPID, hostNetwork
+# and hostPath, which the namespace's restricted Pod Security forbids (the cluster's own
+# node-exporter covers the nodes), and there is no nginx of ours to read stub_status from
+# (the Ingress is the cluster's ingress-nginx, which exports its own metrics).
+NOT_ON_KUBERNETES = ("nginx-exporter", "node-exporter")
+
+
 def exporters(model):
     """The exporters this stack runs: [(name, port)]."""
     out = []
     for name, (port, needs) in EXPORTERS.items():
+        if model.get("target") == "kubernetes" and name in NOT_ON_KUBERNETES:
+            continue
         if needs is None or (model.get(needs) or {}).get("enabled"):
             out.append((name, port))
     return out

@@ -1,7 +1,7 @@
 """Policy scan: checkov over the Kubernetes manifests of every inventory (dev, staging, prod).
 
 Each inventory's model is rendered for stack_target kubernetes (long non-placeholder secret
-values stand in for the vault), written to a temporary directory, and scanned by ONE checkov
+values stand in for the vault), with the monitoring and ELK components where enabled, written to a temporary directory, and scanned by ONE checkov
 run (framework kubernetes, ~6 s). The test asserts zero failed checks, and that every
 skipped check was skipped by an annotation the renderer wrote from its documented list
 (_kubernetes.POLICY_SKIPS), carrying that list's reason.
@@ -18,7 +18,7 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _kubernetes, _monitoring
 from ansible_collections.opsdeck.stack.plugins.module_utils._model import from_vars, normalize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,18 +46,25 @@ def inventory_model(env):
     return normalize(raw), secrets
 
 
+def obs_files(model, secrets):
+    """The monitoring and elk roles' files, as the kubernetes role passes them."""
+    return {"monitoring_files": _monitoring.render(model, secrets) if model["monitoring"]["enabled"] else None,
+            "elk_files": _elk.render(model) if model["logging"]["enabled"] else None}
+
+
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     base = tmp_path_factory.mktemp("policy")
     counts, workload_files = {}, {}
     for env in INVENTORIES:
         model, secrets = inventory_model(env)
-        manifests = _kubernetes.render(model, secrets, htpasswd="ops:$2y$05$policyscanpolicyscanpol")
+        manifests = _kubernetes.render(model, secrets, htpasswd="ops:$2y$05$policyscanpolicyscanpol",
+                                       **obs_files(model, secrets))
         counts[env] = len(manifests)
         (base / env).mkdir()
         for index, item in enumerate(manifests):
             path = base / env / ("%02d-%s-%s.yaml" % (index, item["kind"].lower(), item["metadata"]["name"]))
-            if item["kind"] in ("Deployment", "StatefulSet"):
+            if item["kind"] in _kubernetes.WORKLOAD_KINDS:
                 workload_files.setdefault(env, []).append(path.name)
             path.write_text(yaml.safe_dump(item, sort_keys=False), encoding="utf-8")
     result = subprocess.run([checkov_bin(), "-d", str(base), "--framework", "kubernetes", "-o", "json",
