@@ -9,8 +9,9 @@ apply (PATCH application/apply-patch+yaml, with dryRun=All for check mode).
 It is NOT a faithful API server: an apply replaces everything but status and
 server-owned metadata (right when one field manager owns all fields, as here), no
 defaulting beyond Deployment/StatefulSet replicas, no validation, no watch. Workload
-status is simulated: a Deployment or StatefulSet becomes ready at once, unless one of its
-images contains BROKEN_MARKER, in which case its new pods never become available.
+status is simulated: a Deployment, StatefulSet or DaemonSet (on a cluster of FAKE_NODES
+nodes) becomes ready at once and a Job completes at once, unless one of its images
+contains BROKEN_MARKER, in which case its new pods never become available (a Job: fails).
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 BROKEN_MARKER = "does-not-exist"
+FAKE_NODES = 3
 
 # (group, version) -> [(plural, kind, namespaced)]
 RESOURCES = {
     ("", "v1"): [("namespaces", "Namespace", False), ("secrets", "Secret", True),
                  ("services", "Service", True), ("serviceaccounts", "ServiceAccount", True),
                  ("configmaps", "ConfigMap", True)],
-    ("apps", "v1"): [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True)],
+    ("apps", "v1"): [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True),
+                     ("daemonsets", "DaemonSet", True)],
+    ("batch", "v1"): [("jobs", "Job", True)],
     ("rbac.authorization.k8s.io", "v1"): [("roles", "Role", True), ("rolebindings", "RoleBinding", True)],
     ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True), ("ingresses", "Ingress", True)],
     ("autoscaling", "v2"): [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
@@ -165,12 +169,25 @@ class FakeKubeAPI:
     @staticmethod
     def _status_of(obj, old):
         kind = obj.get("kind")
-        if kind not in ("Deployment", "StatefulSet"):
+        if kind not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             return old.get("status") if old else None
-        replicas = obj["spec"]["replicas"]
         images = [c.get("image", "") for c in obj["spec"]["template"]["spec"].get("containers", [])]
         broken = any(BROKEN_MARKER in image for image in images)
         generation = obj["metadata"]["generation"]
+        if kind == "Job":
+            if old is not None:  # a Job runs once; re-applying it changes nothing
+                return old.get("status")
+            condition = ({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}
+                         if broken else {"type": "Complete", "status": "True"})
+            return {"conditions": [condition], "succeeded": 0 if broken else 1,
+                    "failed": 1 if broken else 0}
+        if kind == "DaemonSet":
+            ready = 0 if broken else FAKE_NODES
+            return {"observedGeneration": generation, "desiredNumberScheduled": FAKE_NODES,
+                    "currentNumberScheduled": FAKE_NODES, "updatedNumberScheduled": FAKE_NODES,
+                    "numberReady": ready, "numberAvailable": ready,
+                    "numberUnavailable": FAKE_NODES - ready, "numberMisscheduled": 0}
+        replicas = obj["spec"]["replicas"]
         if kind == "Deployment":
             if broken:
                 return {"observedGeneration": generation, "replicas": replicas + 1, "updatedReplicas": 1,

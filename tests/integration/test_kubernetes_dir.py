@@ -29,7 +29,7 @@ VAULT = {
     "vault_tls_key": "-----BEGIN PRIVATE KEY-----\nMIIEfakeKeyBody77410\n-----END PRIVATE KEY-----\n",
     # prod's monitoring and logging secrets (branch obs)
     "vault_grafana_admin_password": "dir-test-grafana-admin-password-5500",
-    "vault_slack_webhook_url": "dir-test-slack-webhook-url-5501",
+    "vault_slack_webhook_url": "https://hooks.slack.invalid/services/dir-test-slack-webhook-5501",
     "vault_elastic_password": "dir-test-elastic-password-5502",
     "vault_kibana_system_password": "dir-test-kibana-system-password-5503",
     "vault_logstash_writer_password": "dir-test-logstash-writer-password-stand-in-0001",
@@ -97,7 +97,7 @@ def test_first_run_writes_one_file_per_manifest(gitops):
     kinds = {name.split("-", 2)[1] for name in names}
     assert kinds == {"namespace", "serviceaccount", "role", "rolebinding", "secret", "networkpolicy",
                      "service", "statefulset", "deployment", "horizontalpodautoscaler",
-                     "poddisruptionbudget", "ingress"}
+                     "poddisruptionbudget", "ingress", "configmap", "job"}
     assert "07-statefulset-postgres.yaml" in names and "08-deployment-api.yaml" in names
     for name in names:
         documents = [d for d in yaml.safe_load_all((gitops["dest"] / name).read_text()) if d]
