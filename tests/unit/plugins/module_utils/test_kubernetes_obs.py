@@ -22,6 +22,8 @@ OBS_WORKLOADS = {("StatefulSet", "prometheus"), ("Deployment", "alertmanager"),
                  ("Deployment", "redis-exporter"), ("Deployment", "postgres-exporter"),
                  ("Deployment", "grafana"), ("StatefulSet", "es"), ("Deployment", "logstash"),
                  ("Deployment", "kibana")}
+AGENTS = "shop-agents"
+AGENT_WORKLOADS = {("DaemonSet", "node-exporter"), ("DaemonSet", "filebeat")}
 
 
 def render(model, secrets, monitoring_files=None, elk_files=None, **kwargs):
@@ -64,13 +66,21 @@ def test_the_components_are_rendered_in_the_namespace(prod):
     _, _, manifests = prod
     workloads = {(m["kind"], m["metadata"]["name"]) for m in manifests
                  if m["kind"] in _kubernetes.WORKLOAD_KINDS}
-    assert OBS_WORKLOADS <= workloads
-    assert not {name for _, name in workloads} & {"node-exporter", "nginx-exporter", "filebeat"}
-    assert {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"} == {"shop"}
+    assert OBS_WORKLOADS | AGENT_WORKLOADS <= workloads
+    assert "nginx-exporter" not in {name for _, name in workloads}
+    namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"}
+    assert namespaces == {"shop", AGENTS}
+    # the agents namespace holds the two DaemonSets and what they need, nothing else
+    assert {(m["kind"], m["metadata"]["name"]) for m in manifests
+            if m["metadata"].get("namespace") == AGENTS} == AGENT_WORKLOADS | {
+        ("ConfigMap", "filebeat-config"), ("Role", "prometheus-discovery"),
+        ("RoleBinding", "prometheus-discovery"), ("NetworkPolicy", "agents-default-deny"),
+        ("NetworkPolicy", "agents-allow-dns"), ("NetworkPolicy", "allow-node-exporter"),
+        ("NetworkPolicy", "allow-filebeat")}
     assert [m["metadata"]["name"] for m in by(manifests, "Job")][0].startswith("elk-setup-")
     assert {m["metadata"]["name"] for m in by(manifests, "ConfigMap")} == {
         "prometheus-config", "grafana-config", "grafana-dashboards", "elasticsearch-config",
-        "elasticsearch-setup", "logstash-config", "kibana-config"}
+        "elasticsearch-setup", "logstash-config", "kibana-config", "filebeat-config"}
     kinds = [_kubernetes.KIND_ORDER.index(m["kind"]) for m in manifests]
     assert kinds == sorted(kinds)
 
@@ -102,10 +112,10 @@ def test_kubernetes_sd_is_namespace_restricted_and_the_role_read_only(prod):
     _, _, manifests = prod
     config = yaml.safe_load(by(manifests, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
     sds = [sd for job in config["scrape_configs"] + config["alerting"]["alertmanagers"]
-           for sd in job.get("kubernetes_sd_configs", [])]
+           if job.get("job_name") != "node" for sd in job.get("kubernetes_sd_configs", [])]
     assert sds and all(sd == {"role": "pod", "namespaces": {"own_namespace": True}} for sd in sds)
     jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert {"api", "alertmanager", "redis", "postgres"} <= jobs and not jobs & {"node", "nginx"}
+    assert {"api", "alertmanager", "redis", "postgres", "node"} <= jobs and "nginx" not in jobs
     role = by(manifests, "Role", "prometheus")
     assert role["metadata"]["namespace"] == "shop"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["endpoints", "pods", "services"],
@@ -122,6 +132,7 @@ def test_kubernetes_sd_is_namespace_restricted_and_the_role_read_only(prod):
     for item in manifests:
         if item["kind"] in _kubernetes.WORKLOAD_KINDS and item["metadata"]["name"] != "prometheus":
             assert "serviceAccountName" not in item["spec"]["template"]["spec"]
+            assert item["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     args = pod["containers"][0]["command"]
     assert "--storage.tsdb.retention.time=30d" in args and "--storage.tsdb.retention.size=50GB" in args
     assert spec["replicas"] == 1
@@ -227,6 +238,8 @@ def test_pods_are_restricted_with_resources_and_probes(prod):
     for item in manifests:
         if item["kind"] not in _kubernetes.WORKLOAD_KINDS:
             continue
+        if item["metadata"]["namespace"] == AGENTS:
+            continue  # the agents' DaemonSets: test_host_agents_*
         pod = item["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert not {"hostPID", "hostNetwork", "hostIPC"} & set(pod)
@@ -244,16 +257,25 @@ def test_pods_are_restricted_with_resources_and_probes(prod):
                 assert "readinessProbe" in container and "livenessProbe" in container, where
 
 
-def _policies(manifests):
-    return {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "NetworkPolicy"}
+def _policies(manifests, namespace="shop"):
+    return {m["metadata"]["name"]: m["spec"] for m in manifests
+            if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == namespace}
 
 
-def _peers(rules, key):
+def _peers(rules, key, namespace="shop"):
+    """(peer, port): a pod of ``namespace`` by its name, one of the other namespace as
+    "<namespace>/<name>", an address block by its CIDR."""
     out = set()
     for rule in rules:
         for peer in rule[key]:
-            assert "namespaceSelector" not in peer, rule
-            name = peer["podSelector"]["matchLabels"][NAME] if "podSelector" in peer else peer["ipBlock"]["cidr"]
+            if "namespaceSelector" in peer:
+                other = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                assert other != namespace and {other, namespace} == {"shop", AGENTS}, rule
+                name = "%s/%s" % (other, peer["podSelector"]["matchLabels"][NAME])
+            elif "podSelector" in peer:
+                name = peer["podSelector"]["matchLabels"][NAME]
+            else:
+                name = peer["ipBlock"]["cidr"]
             for port in rule["ports"]:
                 out.add((name, port["port"]))
     return out
@@ -264,7 +286,8 @@ def test_network_policies_allow_exactly_the_flows(prod):
     pol = _policies(manifests)
     assert _peers(pol["allow-prometheus"]["egress"], "to") == {
         ("api", 8000), ("alertmanager", 9093), ("redis-exporter", 9121),
-        ("postgres-exporter", 9187), ("0.0.0.0/0", 443), ("0.0.0.0/0", 6443)}
+        ("postgres-exporter", 9187), ("0.0.0.0/0", 443), ("0.0.0.0/0", 6443),
+        ("shop-agents/node-exporter", 9100)}
     assert _peers(pol["allow-prometheus"]["ingress"], "from") == {("grafana", 9090)}
     assert _peers(pol["allow-grafana"]["egress"], "to") == {("prometheus", 9090)}
     assert _peers(pol["allow-grafana"]["ingress"], "from") == set()
@@ -279,6 +302,7 @@ def test_network_policies_allow_exactly_the_flows(prod):
         ("logstash", 9200), ("kibana", 9200), ("elk-setup", 9200), ("elasticsearch", 9300)}
     assert _peers(pol["allow-elasticsearch"]["egress"], "to") == {("elasticsearch", 9300)}
     assert _peers(pol["allow-logstash"]["egress"], "to") == {("elasticsearch", 9200)}
+    assert _peers(pol["allow-logstash"]["ingress"], "from") == {("shop-agents/filebeat", 5044)}
     assert _peers(pol["allow-kibana"]["egress"], "to") == {("elasticsearch", 9200)}
     assert _peers(pol["allow-elk-setup"]["egress"], "to") == {("elasticsearch", 9200)}
     for name, spec in pol.items():
