@@ -17,7 +17,9 @@ secret files, which the target fills from its secret store.
     logstash/logstash.yml, logstash/pipelines.yml
     logstash/pipeline/opsdeck.conf               parses the apps' JSON log lines (seed 000 fields)
     kibana/kibana.yml
-    filebeat/filebeat.yml                        ships container logs to Logstash
+    filebeat/filebeat.yml                        ships container logs to Logstash (Kubernetes:
+                                                 the kubelet's files of the stack's namespace,
+                                                 to logstash.<namespace>.svc, see filebeat_config)
     elasticsearch/setup.sh                       loads ILM and templates, sets the users' passwords
 
 On Kubernetes the nodes are the pods ``es-0``.. of one StatefulSet ``es``: they share one

@@ -19,7 +19,9 @@ here talks to a cluster: the ``kubernetes`` role applies the list (server-side a
   appear only in the Secret objects (base64), never in any other manifest.
 - Pods run non-root with a read-only root filesystem, all capabilities dropped and the
   RuntimeDefault seccomp profile, so the namespace enforces the ``restricted`` Pod
-  Security Standard.
+  Security Standard. The host agents (node exporter, Filebeat) cannot: they run in a
+  namespace of their own, ``<namespace>-agents``, of ``privileged`` Pod Security
+  (_kubernetes_obs), and only their DaemonSets get the host-agent POLICY_SKIPS.
 - Network: default deny (ingress and egress), DNS egress allowed, each workload gets
   exactly the flows the model implies (ingress controller -> routed apps, app ->
   postgres/redis it ``uses``, app -> apps it ``depends_on`` within the same tenant).
