@@ -75,10 +75,11 @@ def _service_rules(svc, target):
     return rules
 
 
-def _agents(model):
-    """The Kubernetes namespace of the stack's host agents."""
+def _namespaces(model):
+    """The stack's Kubernetes namespace and that of its host agents."""
     from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
-    return _kubernetes.agents_namespace(_kubernetes.k8s_name(model["name"]))
+    namespace = _kubernetes.k8s_name(model["name"])
+    return namespace, _kubernetes.agents_namespace(namespace)
 
 
 def _update_rule(target):
@@ -148,6 +149,7 @@ def report(model, target=None):
                 "services (node exporter global; nothing but the edge published)")
         else:
             mon = model["monitoring"]
+            agents = _namespaces(model)[1]
             add("stack_monitoring.enabled", NATIVE, "Prometheus StatefulSet (kubernetes_sd on its "
                 "own namespace, read-only namespaced Role), Alertmanager and exporter Deployments%s, "
                 "ConfigMaps with checksum annotations, exact NetworkPolicies" % (
@@ -155,7 +157,7 @@ def report(model, target=None):
             add("stack_monitoring node exporter", NATIVE, "DaemonSet in %s (privileged Pod "
                 "Security), hostPID, /proc, /sys and / read-only, scraped by kubernetes_sd in "
                 "that namespace; no hostNetwork: network-device metrics are the pod's own"
-                % _agents(model))
+                % agents)
             if model["proxy"]["enabled"]:
                 add("stack_monitoring nginx exporter", DROPPED, "no nginx of the stack on Kubernetes: "
                     "the Ingress is the cluster's ingress-nginx, which exports its own metrics")
@@ -176,10 +178,11 @@ def report(model, target=None):
                 "Service for discovery, node.store.allow_mmap false), Logstash and Kibana "
                 "Deployments; ILM, templates and users loaded by setup.sh in a Job named by "
                 "its inputs" % model["logging"]["elasticsearch"]["nodes"])
+            namespace, agents = _namespaces(model)
             add("stack_logging Filebeat", NATIVE, "DaemonSet in %s (privileged Pod Security): "
                 "the stack namespace's kubelet log files, read-only, as uid 0 with only "
-                "DAC_READ_SEARCH, to logstash:5044; no Kubernetes metadata (no API access)"
-                % _agents(model))
+                "DAC_READ_SEARCH, to logstash.%s.svc:5044; no Kubernetes metadata (no API "
+                "access)" % (agents, namespace))
     return out
 
 

@@ -325,6 +325,7 @@ def test_fidelity_on_kubernetes(prod):
         assert how[field].startswith("DaemonSet in shop-agents (privileged Pod Security)"), field
         assert field not in dropped
     assert "network-device metrics are the pod's own" in how["stack_monitoring node exporter"]
+    assert "logstash.shop.svc:5044" in how["stack_logging Filebeat"]
     # stack_strict no longer refuses prod for them (the nginx exporter is still dropped)
     strict = _fidelity.strict_errors(dict(model, strict=True))
     assert not [line for line in strict if "node exporter" in line or "Filebeat" in line]
@@ -619,3 +620,19 @@ def test_filebeat_reads_the_stack_namespace_and_ships_to_its_logstash(prod):
             item["content"] += "# changed\n"
     before, after = pod_checksums(manifests), pod_checksums(render(model, secrets, elk_files=files))
     assert {key for key in before if before[key] != after[key]} == {("DaemonSet", "filebeat")}
+
+
+def test_the_agents_namespace_name_is_checked_and_every_inventory_validates():
+    assert _kubernetes.agents_namespace("shop") == AGENTS
+    with pytest.raises(_kubernetes.RenderError, match="longer than 63"):
+        _kubernetes.agents_namespace("s" * 57)
+    # dev too (prod and staging: test_every_manifest_validates_strictly)
+    errors = []
+    for item in render(*inventory_model("dev")):
+        for version in VERSIONS:
+            try:
+                kubernetes_validate.validate(item, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append("%s %s/%s: %s" % (version, item["kind"], item["metadata"]["name"],
+                                                exc.message))
+    assert errors == []
