@@ -419,10 +419,9 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
         exporter("nginx-exporter", ["nginx", "-nginx.scrape-uri=http://proxy:%d/stub_status"
                                     % _monitoring.NGINX_STATUS_PORT],
                  ["frontend", "backend"], "proxy")
-    svc = exporter("node-exporter", [
-        "node", "--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root",
-        "--collector.filesystem.mount-points-exclude=^/(dev|proc|sys|run|var/lib/docker/.+)($$|/)"],
-        ["backend"])
+    # the same arguments as the Kubernetes DaemonSet's; "$$" is Compose's literal "$"
+    svc = exporter("node-exporter", ["node"] + [arg.replace("$", "$$") for arg in
+                                                _monitoring.NODE_EXPORTER_ARGS], ["backend"])
     svc["volumes"] = ["/proc:/host/proc:ro", "/sys:/host/sys:ro", "/:/host/root:ro"]
     if mon["grafana"]["enabled"]:
         _grafana_service(model, services, volumes, add_secret)

@@ -17,7 +17,9 @@ secret files, which the target fills from its secret store.
     logstash/logstash.yml, logstash/pipelines.yml
     logstash/pipeline/opsdeck.conf               parses the apps' JSON log lines (seed 000 fields)
     kibana/kibana.yml
-    filebeat/filebeat.yml                        ships container logs to Logstash
+    filebeat/filebeat.yml                        ships container logs to Logstash (Kubernetes:
+                                                 the kubelet's files of the stack's namespace,
+                                                 to logstash.<namespace>.svc, see filebeat_config)
     elasticsearch/setup.sh                       loads ILM and templates, sets the users' passwords
 
 On Kubernetes the nodes are the pods ``es-0``.. of one StatefulSet ``es``: they share one
@@ -277,21 +279,51 @@ def kibana_config(model):
     }
 
 
+# Filebeat on Kubernetes (the agents namespace's DaemonSet, see _kubernetes_obs): its HTTP
+# endpoint answers the kubelet's probes on the pod's address (never published, and the
+# namespace's NetworkPolicies admit nothing to it).
+FILEBEAT_HTTP_PORT = 5066
+# kubelet's names: /var/log/containers/<pod>_<namespace>_<container>-<64 hex id>.log
+K8S_CONTAINER_LOG = r"^.*/[^_/]+_[^_/]+_(.+)-[0-9a-f]{64}\.log$"
+
+
+def k8s_log_glob(namespace):
+    """The kubelet's log files of one namespace's containers (names cannot hold "_")."""
+    return "/var/log/containers/*_%s_*.log" % namespace
+
+
 def filebeat_config(model):
+    """Filebeat's settings: the same Logstash output and fields on every target.
+
+    Compose/Swarm: Docker's json-file logs, the stack's containers picked by their
+    ``org.opsdeck.stack`` label (add_docker_metadata). Kubernetes: the kubelet's log files
+    of the stack's namespace only (the glob names it), CRI or docker format; no API access
+    (no add_kubernetes_metadata): the component, which the pipeline copies into ``service``
+    from ``container.labels.org_opsdeck_component`` as on Compose, is the container's name
+    taken from the file name (each component's container is named after it).
+    """
     stack = model["name"]
+    http = {"http.enabled": False}
     if model["target"] == "kubernetes":
+        from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+        namespace = _kubernetes.k8s_name(stack)
+        component = "container.labels.org_opsdeck_component"
         inputs = [{
             "type": "filestream", "id": "%s-containers" % stack,
-            "paths": ["/var/log/containers/*.log"],
+            "paths": [k8s_log_glob(namespace)],
             "parsers": [{"container": {"stream": "all", "format": "auto"}}],
+            # /var/log/containers/* are symlinks into /var/log/pods
             "prospector.scanner.symlinks": True,
             "processors": [
-                {"add_kubernetes_metadata": {"host": "${NODE_NAME}", "matchers": [{
-                    "logs_path": {"logs_path": "/var/log/containers/"}}]}},
-                {"drop_event": {"when": {"not": {"equals": {
-                    "kubernetes.labels.app_kubernetes_io/part-of": stack}}}}},
+                {"copy_fields": {"fields": [{"from": "log.file.path", "to": component}],
+                                 "fail_on_error": False, "ignore_missing": True}},
+                {"replace": {"fields": [{"field": component, "pattern": K8S_CONTAINER_LOG,
+                                         "replacement": "$1"}],
+                             "fail_on_error": False, "ignore_missing": True}},
             ],
         }]
+        hosts = ["logstash.%s.svc:%d" % (namespace, LOGSTASH_BEATS_PORT)]
+        http = {"http.enabled": True, "http.host": "0.0.0.0", "http.port": FILEBEAT_HTTP_PORT}
     else:
         inputs = [{
             "type": "filestream", "id": "%s-containers" % stack,
@@ -304,13 +336,13 @@ def filebeat_config(model):
                     "container.labels.org_opsdeck_stack": stack}}}}},
             ],
         }]
-    return {
+        hosts = ["logstash:%d" % LOGSTASH_BEATS_PORT]
+    return dict({
         "filebeat.inputs": inputs,
-        "output.logstash": {"hosts": ["logstash:%d" % LOGSTASH_BEATS_PORT]},
+        "output.logstash": {"hosts": hosts},
         "logging.level": "warning",
         "logging.json": True,
-        "http.enabled": False,
-    }
+    }, **http)
 
 
 def render(model):

@@ -75,6 +75,13 @@ def _service_rules(svc, target):
     return rules
 
 
+def _namespaces(model):
+    """The stack's Kubernetes namespace and that of its host agents."""
+    from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+    namespace = _kubernetes.k8s_name(model["name"])
+    return namespace, _kubernetes.agents_namespace(namespace)
+
+
 def _update_rule(target):
     return {"compose": (EMULATED, "playbooks/upgrade.yml: new containers beside the old, "
                                   "health-gated, drained, rolled back on failure"),
@@ -142,13 +149,15 @@ def report(model, target=None):
                 "services (node exporter global; nothing but the edge published)")
         else:
             mon = model["monitoring"]
+            agents = _namespaces(model)[1]
             add("stack_monitoring.enabled", NATIVE, "Prometheus StatefulSet (kubernetes_sd on its "
                 "own namespace, read-only namespaced Role), Alertmanager and exporter Deployments%s, "
                 "ConfigMaps with checksum annotations, exact NetworkPolicies" % (
                     ", Grafana" if mon["grafana"]["enabled"] else ""))
-            add("stack_monitoring node exporter", DROPPED, "needs hostPID, hostNetwork and hostPath, "
-                "which the namespace's restricted Pod Security forbids: use the cluster's "
-                "node-exporter (DiskSpace and the node panels need it)")
+            add("stack_monitoring node exporter", NATIVE, "DaemonSet in %s (privileged Pod "
+                "Security), hostPID, /proc, /sys and / read-only, scraped by kubernetes_sd in "
+                "that namespace; no hostNetwork: network-device metrics are the pod's own"
+                % agents)
             if model["proxy"]["enabled"]:
                 add("stack_monitoring nginx exporter", DROPPED, "no nginx of the stack on Kubernetes: "
                     "the Ingress is the cluster's ingress-nginx, which exports its own metrics")
@@ -169,9 +178,11 @@ def report(model, target=None):
                 "Service for discovery, node.store.allow_mmap false), Logstash and Kibana "
                 "Deployments; ILM, templates and users loaded by setup.sh in a Job named by "
                 "its inputs" % model["logging"]["elasticsearch"]["nodes"])
-            add("stack_logging Filebeat", DROPPED, "reads /var/log/containers as root through a "
-                "hostPath, which the namespace's restricted Pod Security forbids: no log is "
-                "shipped to Logstash until a cluster log shipper sends to logstash:5044")
+            namespace, agents = _namespaces(model)
+            add("stack_logging Filebeat", NATIVE, "DaemonSet in %s (privileged Pod Security): "
+                "the stack namespace's kubelet log files, read-only, as uid 0 with only "
+                "DAC_READ_SEARCH, to logstash.%s.svc:5044; no Kubernetes metadata (no API "
+                "access)" % (agents, namespace))
     return out
 
 

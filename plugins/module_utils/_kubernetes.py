@@ -19,12 +19,16 @@ here talks to a cluster: the ``kubernetes`` role applies the list (server-side a
   appear only in the Secret objects (base64), never in any other manifest.
 - Pods run non-root with a read-only root filesystem, all capabilities dropped and the
   RuntimeDefault seccomp profile, so the namespace enforces the ``restricted`` Pod
-  Security Standard.
+  Security Standard. The host agents (node exporter, Filebeat) cannot: they run in a
+  namespace of their own, ``<namespace>-agents``, of ``privileged`` Pod Security
+  (_kubernetes_obs), and only their DaemonSets get the host-agent POLICY_SKIPS.
 - Network: default deny (ingress and egress), DNS egress allowed, each workload gets
   exactly the flows the model implies (ingress controller -> routed apps, app ->
   postgres/redis it ``uses``, app -> apps it ``depends_on`` within the same tenant).
-  Nothing selects other namespaces except kube-dns and the ingress controller, so no
-  traffic crosses tenants (one stack = one namespace).
+  Nothing selects other namespaces except kube-dns, the ingress controller and the
+  stack's own agents namespace (Prometheus -> node exporter, Filebeat -> Logstash, see
+  _kubernetes_obs), so no traffic crosses tenants (one stack = one namespace, plus
+  ``<namespace>-agents`` for its host agents when monitoring or logging is on).
 
 Optional per-service keys read defensively (the model does not define them yet):
 ``session_affinity`` (true, ``"ClientIP"`` or ``{"timeout": seconds}``) and ``tenant``;
@@ -110,7 +114,23 @@ POLICY_SKIPS = {
     "CKV_K8S_13": "the stack model sets no resources.limits.memory for this workload; "
                   "the renderer does not invent sizes",
 }
+# The host agents (node exporter, Filebeat: DaemonSets in the ``<namespace>-agents``
+# namespace of privileged Pod Security, see _kubernetes_obs) knowingly fall short of these;
+# they are written only into those two DaemonSets, and only where the pod really does it.
+POLICY_SKIPS.update({
+    "CKV_K8S_17": "the node exporter shares the host's PID namespace to report host metrics; "
+                  "it runs in the <namespace>-agents namespace (privileged Pod Security) only",
+    "CKV_K8S_23": "Filebeat runs as uid 0 to read the root-owned container logs (read-only "
+                  "hostPaths, in the <namespace>-agents namespace of privileged Pod Security)",
+    "CKV_K8S_40": "Filebeat runs as uid 0, not a high uid: the container logs it reads are "
+                  "root's; every capability is dropped but DAC_READ_SEARCH",
+    "CKV_K8S_25": "Filebeat adds DAC_READ_SEARCH only (read and traverse the runtime's log "
+                  "files whatever their modes; it grants no write); all others are dropped",
+})
 POLICY_SKIP_ANNOTATION = "checkov.io/skip%d"
+# The DaemonSets of the agents namespace: the only workloads that may get the skips above.
+HOST_AGENTS = ("node-exporter", "filebeat")
+AGENTS_SUFFIX = "-agents"
 
 
 class RenderError(ValueError):
@@ -134,6 +154,15 @@ def k8s_name(name):
     if len(out) > 63 or not DNS1123_LABEL.match(out):
         raise RenderError("%r cannot be made a DNS-1123 name (got %r)" % (name, out))
     return out
+
+
+def agents_namespace(namespace):
+    """The namespace of the stack's host agents (privileged Pod Security, see _kubernetes_obs)."""
+    name = namespace + AGENTS_SUFFIX
+    if len(name) > 63:
+        raise RenderError("the agents namespace %r is longer than 63 characters: shorten "
+                          "stack_name" % name)
+    return name
 
 
 def labels(stack, component, role=None, tenant=None):
@@ -570,16 +599,22 @@ def _peer(model, component, tenant=None):
     return {"podSelector": {"matchLabels": match}}
 
 
+def dns_egress():
+    """The egress rule to the cluster's DNS (kube-dns in kube-system)."""
+    return {
+        "to": [{"namespaceSelector": {"matchLabels": {
+                    "kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
 def network_policies(model, namespace, ingress_namespace=INGRESS_NAMESPACE):
     """Default deny, DNS egress, and exactly the flows the model implies."""
     stack = model["name"]
     out = [
         _policy(stack, "default-deny", namespace, {}, ["Ingress", "Egress"]),
-        _policy(stack, "allow-dns", namespace, {}, ["Egress"], egress=[{
-            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-        }]),
+        _policy(stack, "allow-dns", namespace, {}, ["Egress"], egress=[dns_egress()]),
     ]
     apps = {svc["name"]: svc for svc in model["services"]}
     stores = {key: model[key] for key in ("postgres", "redis") if model[key]["enabled"]}
@@ -801,7 +836,24 @@ def policy_skips(manifest):
                                    ("CKV_K8S_13", "limits", "memory")):
             if not (resources.get(kind) or {}).get(field):
                 wanted.add(check)
+    if manifest["kind"] == "DaemonSet" and manifest["metadata"]["name"] in HOST_AGENTS:
+        wanted.update(_host_agent_skips(pod))
     return [(check, POLICY_SKIPS[check]) for check in sorted(wanted)]
+
+
+def _host_agent_skips(pod):
+    """The host-agent checks a DaemonSet of the agents namespace really falls short of."""
+    wanted = set()
+    if pod.get("hostPID"):
+        wanted.add("CKV_K8S_17")
+    pod_uid = (pod.get("securityContext") or {}).get("runAsUser")
+    for container in pod["containers"] + pod.get("initContainers", []):
+        sec = container.get("securityContext") or {}
+        if sec.get("runAsUser", pod_uid) == 0:
+            wanted.update(("CKV_K8S_23", "CKV_K8S_40"))
+        if (sec.get("capabilities") or {}).get("add"):
+            wanted.add("CKV_K8S_25")
+    return wanted
 
 
 def annotate_policy_skips(manifest):

@@ -21,16 +21,45 @@ The choices mirror the Compose target (same images, commands, environment, secre
   init container for vm.max_map_count under the restricted Pod Security). Logstash and
   Kibana: Deployments. setup.sh runs as a Job named by a hash of its inputs, so a change of
   the ILM policies, templates or passwords runs it again and nothing else does.
-- Not rendered (see _fidelity): the node exporter and Filebeat (hostPath, hostPID/host
-  network and root, which the restricted namespace forbids) and the nginx exporter (the
-  Ingress is the cluster's ingress-nginx, which exports its own metrics).
+- Host agents, in a namespace of their own, ``<namespace>-agents`` (only when monitoring or
+  logging is on): the node exporter and Filebeat need hostPID, hostPath and (Filebeat)
+  uid 0, which only the ``privileged`` Pod Security level admits. Labelling the stack's
+  namespace privileged would admit them to every pod of the stack, so it stays
+  ``restricted`` and the two DaemonSets get a namespace that holds nothing else, with a
+  default-deny NetworkPolicy, DNS egress and exactly two flows across: Prometheus ->
+  node exporter (metrics port) and Filebeat -> Logstash (beats port).
 
-Every pod is restricted-PSS clean (non-root, read-only root file system with emptyDirs
-where the application writes, no capabilities, RuntimeDefault seccomp), has requests and
-limits (the COMPONENT_RESOURCES below: the model does not size these components) and probes.
-A pod template carries ``opsdeck.io/config-checksum`` over the files it mounts and
-``opsdeck.io/secrets-checksum`` over the secrets it reads: a changed file rolls exactly
-the pods that use it. NetworkPolicies allow exactly the flows between these components.
+  - node exporter (monitoring): the Compose image and arguments, hostPID, the host's
+    ``/proc``, ``/sys`` and ``/`` read-only under /host, uid 65534 (nobody), read-only
+    root, no capabilities. No hostNetwork, so the NetworkPolicies apply to it; the price:
+    its network-device metrics (node_network_*) are those of the pod's network namespace,
+    not of the node's interfaces. Prometheus finds it with kubernetes_sd restricted to the
+    agents namespace, through a Role there (get/list/watch pods) bound to its
+    ServiceAccount.
+  - Filebeat (logging): reads only the kubelet's log files of the stack's namespace
+    (``/var/log/containers/*_<namespace>_*.log``, CRI or docker format), with the
+    hostPaths ``/var/log/containers``, ``/var/log/pods`` (the symlinks' targets) and
+    ``/var/lib/docker/containers`` (docker-runtime nodes) read-only, not the rest of
+    /var/log; no API access (no ServiceAccount token); its registry on the hostPath
+    ``/var/lib/opsdeck-filebeat/<namespace>`` (a restart does not ship everything again).
+    uid 0 (the log files are root's) with a read-only root file system, every capability
+    dropped but DAC_READ_SEARCH (read and traverse whatever the runtime's modes, no write).
+    Probes: Filebeat's HTTP endpoint on the pod's address (``http.host: 0.0.0.0``, named
+    port ``http``): the kubelet cannot reach 127.0.0.1 of the pod, and an exec of
+    ``filebeat test config`` would check the file, not the running process. The kubelet's
+    probes pass NetworkPolicies; no other pod is admitted to that port.
+  The checks these two knowingly fail are skipped in their DaemonSets only
+  (_kubernetes.POLICY_SKIPS, with reasons).
+- Not rendered (see _fidelity): the nginx exporter (the Ingress is the cluster's
+  ingress-nginx, which exports its own metrics).
+
+Every pod of the stack's namespace is restricted-PSS clean (non-root, read-only root file
+system with emptyDirs where the application writes, no capabilities, RuntimeDefault
+seccomp), has requests and limits (the COMPONENT_RESOURCES below: the model does not size
+these components) and probes. A pod template carries ``opsdeck.io/config-checksum`` over
+the files it mounts and ``opsdeck.io/secrets-checksum`` over the secrets it reads: a
+changed file rolls exactly the pods that use it. NetworkPolicies allow exactly the flows
+between these components.
 """
 
 from __future__ import annotations
@@ -60,6 +89,8 @@ COMPONENT_RESOURCES = {
     "logstash": ({"cpu": "250m", "memory": "512Mi"}, {"cpu": "1", "memory": "1Gi"}),
     "kibana": ({"cpu": "250m", "memory": "768Mi"}, {"cpu": "1", "memory": "1536Mi"}),
     "setup": ({"cpu": "50m", "memory": "64Mi"}, {"cpu": "500m", "memory": "128Mi"}),
+    "node-exporter": ({"cpu": "50m", "memory": "32Mi"}, {"cpu": "250m", "memory": "128Mi"}),
+    "filebeat": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
     # Elasticsearch: cpu here, memory twice the heap from the model (see _es_memory)
     "elasticsearch": ({"cpu": "500m"}, {"cpu": "2"}),
 }
@@ -67,6 +98,13 @@ COMPONENT_RESOURCES = {
 INTERNET = {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}
 # Where the API server may be when the caller does not say (Prometheus' kubernetes_sd).
 API_SERVER_PORTS = (443, 6443)
+# The agents namespace: privileged Pod Security (hostPID, hostPath, Filebeat's uid 0).
+AGENTS_PSS = "privileged"
+NOBODY = 65534
+FILEBEAT_DIR = "/usr/share/filebeat"
+FILEBEAT_REGISTRY = "/var/lib/opsdeck-filebeat"
+# The Role in the agents namespace that lets the stack's Prometheus discover the pods there.
+AGENTS_DISCOVERY_ROLE = "prometheus-discovery"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,6 +184,14 @@ def _container(name, image, resources, read_only=True):
             "resources": _resources(resources)}
 
 
+def _host_path(name, path, path_type=None):
+    """A hostPath volume; ``path_type`` None: no check (the path may be absent on a node)."""
+    source = {"path": path}
+    if path_type:
+        source["type"] = path_type
+    return {"name": name, "hostPath": source}
+
+
 def _password_env(variable, secret, command):
     """Run ``command`` with ``variable`` read from a secret file (images without _FILE).
 
@@ -167,6 +213,16 @@ class _Obs:
         self.out = []
         # (source component, target component, port): the flows the policies allow
         self.flows = []
+        # (source, its namespace, target, its namespace, port): flows with the agents namespace
+        self.cross = []
+        self._agents = None
+
+    @property
+    def agents(self):
+        """The agents namespace (computed when first needed: its name may be too long)."""
+        if self._agents is None:
+            self._agents = k.agents_namespace(self.namespace)
+        return self._agents
 
     def labels(self, component, role):
         return k.labels(self.stack, component, role, self.tenant)
@@ -233,6 +289,17 @@ class _Obs:
                            "revisionHistoryLimit": 5,
                            "strategy": {"type": "RollingUpdate",
                                         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                           "template": template}})
+
+    def daemonset(self, name, role, template):
+        """A host agent: one pod per node (every taint tolerated), in the agents namespace."""
+        template["spec"]["tolerations"] = [{"operator": "Exists"}]
+        self.add({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                  "metadata": k._meta(name, self.agents, self.labels(name, role)),
+                  "spec": {"selector": {"matchLabels": k.selector(self.stack, name)},
+                           "revisionHistoryLimit": 5,
+                           "updateStrategy": {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxUnavailable": 1}},
                            "template": template}})
 
     def statefulset(self, name, component, role, template, replicas, service, storage,
@@ -348,6 +415,8 @@ class _Obs:
             self.exporter("postgres-exporter", exporters["postgres-exporter"], ["postgres"], env,
                           [pg["password_secret"]])
             self.flows.append(("postgres-exporter", "postgres", pg["port"]))
+        if "node-exporter" in exporters:
+            self.node_exporter(exporters["node-exporter"])
         for svc in model["services"]:
             if svc.get("port") and svc.get("replicas", 1) != 0:
                 self.flows.append(("prometheus", svc["name"], svc["port"]))
@@ -364,6 +433,37 @@ class _Obs:
         self.deployment(name, "exporter", self.pod(name, [container], [], secret_names))
         self.service(name, name, "exporter", [("metrics", port)])
         self.flows.append(("prometheus", name, port))
+
+    def node_exporter(self, port):
+        """The node exporter DaemonSet of the agents namespace, and Prometheus' access to it."""
+        lbls = self.labels("prometheus", "rbac")
+        self.add({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                  "metadata": k._meta(AGENTS_DISCOVERY_ROLE, self.agents, lbls),
+                  "rules": [{"apiGroups": [""], "resources": ["pods"],
+                             "verbs": ["get", "list", "watch"]}]})
+        self.add({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                  "metadata": k._meta(AGENTS_DISCOVERY_ROLE, self.agents, lbls),
+                  "subjects": [{"kind": "ServiceAccount", "name": "prometheus",
+                                "namespace": self.namespace}],
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                              "name": AGENTS_DISCOVERY_ROLE}})
+        container = _container("node-exporter", self.model["monitoring"]["images"]["exporters"],
+                               "node-exporter")
+        container["args"] = ["node"] + list(_monitoring.NODE_EXPORTER_ARGS)
+        container["ports"] = [_port("metrics", port)]
+        # "/" is the exporter's landing page: a probe does not collect every metric
+        container.update(_http_probes("metrics", "/", "/", 30))
+        container["volumeMounts"] = [
+            {"name": "proc", "mountPath": "/host/proc", "readOnly": True},
+            {"name": "sys", "mountPath": "/host/sys", "readOnly": True},
+            {"name": "root", "mountPath": "/host/root", "readOnly": True,
+             "mountPropagation": "HostToContainer"}]
+        template = self.pod("node-exporter", [container], [
+            _host_path("proc", "/proc", "Directory"), _host_path("sys", "/sys", "Directory"),
+            _host_path("root", "/", "Directory")], uid_gid=(NOBODY, NOBODY))
+        template["spec"]["hostPID"] = True
+        self.daemonset("node-exporter", "exporter", template)
+        self.cross.append(("prometheus", self.namespace, "node-exporter", self.agents, port))
 
     def grafana(self, files):
         model = self.model
@@ -554,6 +654,48 @@ class _Obs:
                   "spec": {"backoffLimit": 10, "activeDeadlineSeconds": 1800,
                            "template": template}})
         self.flows.append(("elk-setup", "elasticsearch", _elk.ES_PORT))
+        self.filebeat(files)
+
+    def filebeat(self, files):
+        """Filebeat's DaemonSet in the agents namespace: the stack's container logs to Logstash."""
+        model = self.model
+        fb_files = _files(files, "filebeat/")
+        self.add(_configmap(model, "filebeat-config", "filebeat", fb_files, self.agents))
+        container = _container("filebeat", _observability.elastic_image(model, "filebeat"),
+                               "filebeat")
+        container["command"] = ["filebeat", "-e", "--strict.perms=false",
+                                "-c", FILEBEAT_DIR + "/opsdeck/filebeat.yml",
+                                "--path.data", FILEBEAT_DIR + "/data"]
+        container["ports"] = [_port("http", _elk.FILEBEAT_HTTP_PORT)]
+        container.update(_http_probes("http", "/", "/", 60))
+        # uid 0: the kubelet's and the runtime's log files are root's. DAC_READ_SEARCH lets it
+        # read and traverse them whatever their modes; it grants no write, and the hostPaths
+        # are read-only but the registry.
+        container["securityContext"].update({
+            "runAsNonRoot": False, "runAsUser": 0,
+            "capabilities": {"drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}})
+        container["volumeMounts"] = [
+            {"name": "config", "mountPath": FILEBEAT_DIR + "/opsdeck", "readOnly": True},
+            {"name": "containers", "mountPath": "/var/log/containers", "readOnly": True},
+            {"name": "pods", "mountPath": "/var/log/pods", "readOnly": True},
+            {"name": "docker", "mountPath": "/var/lib/docker/containers", "readOnly": True},
+            {"name": "registry", "mountPath": FILEBEAT_DIR + "/data"}]
+        template = self.pod("filebeat", [container], [
+            _cm_volume("config", "filebeat-config", fb_files),
+            _host_path("containers", "/var/log/containers", "Directory"),
+            _host_path("pods", "/var/log/pods", "Directory"),
+            # docker-runtime nodes: the files /var/log/pods links to; elsewhere empty
+            _host_path("docker", "/var/lib/docker/containers"),
+            # per stack, so two stacks' Filebeats on one node keep their own registries
+            _host_path("registry", "%s/%s" % (FILEBEAT_REGISTRY, self.namespace),
+                       "DirectoryOrCreate")],
+            config={"filebeat/" + p: c for p, c in fb_files.items()}, uid_gid=(0, 0))
+        template["spec"]["securityContext"] = {
+            "runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+        self.daemonset("filebeat", "logging", template)
+        self.cross.append(("filebeat", self.agents, "logstash", self.namespace,
+                           _elk.LOGSTASH_BEATS_PORT))
 
     # ----------------------------------------------------------------------- network
     def policies(self, api_server_cidrs=None):
@@ -570,6 +712,14 @@ class _Obs:
                                 "ports": rule_port})
             ingress[dst].append({"from": [k._peer(self.model, src, self.tenant_of(src))],
                                  "ports": rule_port})
+        for src, src_ns, dst, dst_ns, port in self.cross:
+            rule_port = [{"protocol": "TCP", "port": port}]
+            if src_ns == self.namespace:
+                egress.setdefault(src, []).append({"to": [self.ns_peer(dst_ns, dst)],
+                                                   "ports": rule_port})
+            if dst_ns == self.namespace:
+                ingress.setdefault(dst, []).append({"from": [self.ns_peer(src_ns, src)],
+                                                    "ports": rule_port})
         if "prometheus" in own:
             cidrs = list(api_server_cidrs or [])
             peers = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs] or [
@@ -596,6 +746,43 @@ class _Obs:
                 # an app or data store of the stack: admit its scraper or exporter
                 out.append(k._policy(self.stack, "allow-%s-monitoring" % name, self.namespace,
                                      selector, ["Ingress"], ingress=ingress[name]))
+        return out
+
+    def ns_peer(self, namespace, component):
+        """A component's pods in one of the stack's two namespaces (by its name label)."""
+        peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
+        peer.update(k._peer(self.model, component, self.tenant))
+        return peer
+
+    def agents_objects(self):
+        """The agents namespace and its NetworkPolicies: default deny, DNS, the cross flows."""
+        ns_labels = self.labels(self.agents, "namespace")
+        ns_labels["kubernetes.io/metadata.name"] = self.agents
+        for mode in ("enforce", "audit", "warn"):
+            ns_labels["pod-security.kubernetes.io/%s" % mode] = AGENTS_PSS
+            ns_labels["pod-security.kubernetes.io/%s-version" % mode] = "latest"
+        out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": k._meta(
+            self.agents, None, ns_labels, {"opsdeck.io/purpose": (
+                "host agents of %s (node exporter, Filebeat): hostPID and hostPath need the "
+                "privileged Pod Security level; the stack's namespace %s stays restricted"
+                % (self.stack, self.namespace))})},
+            k._policy(self.stack, "agents-default-deny", self.agents, {}, ["Ingress", "Egress"]),
+            k._policy(self.stack, "agents-allow-dns", self.agents, {}, ["Egress"],
+                      egress=[k.dns_egress()])]
+        ingress, egress = {}, {}
+        for src, src_ns, dst, dst_ns, port in self.cross:
+            rule_port = [{"protocol": "TCP", "port": port}]
+            if src_ns == self.agents:
+                egress.setdefault(src, []).append({"to": [self.ns_peer(dst_ns, dst)],
+                                                   "ports": rule_port})
+            if dst_ns == self.agents:
+                ingress.setdefault(dst, []).append({"from": [self.ns_peer(src_ns, src)],
+                                                    "ports": rule_port})
+        for name in sorted(set(ingress) | set(egress)):
+            out.append(k._policy(self.stack, "allow-%s" % name, self.agents,
+                                 {"matchLabels": k.selector(self.stack, name)},
+                                 ["Ingress", "Egress"], ingress=ingress.get(name, []),
+                                 egress=egress.get(name, [])))
         return out
 
     def tenant_of(self, component):
@@ -635,4 +822,5 @@ def render(model, secrets, namespace, monitoring_files=None, elk_files=None, api
         obs.elk(list(elk_files))
     if not obs.out:
         return []
-    return obs.out + obs.policies(api_server_cidrs)
+    agents = obs.agents_objects() if obs.cross else []
+    return obs.out + obs.policies(api_server_cidrs) + agents

@@ -61,11 +61,18 @@ def dump(data, header=None):
     return ("# %s\n" % header if header else "") + text
 
 
-# Exporters a Kubernetes target does not run: the node exporter needs hostPID, hostNetwork
-# and hostPath, which the namespace's restricted Pod Security forbids (the cluster's own
-# node-exporter covers the nodes), and there is no nginx of ours to read stub_status from
-# (the Ingress is the cluster's ingress-nginx, which exports its own metrics).
-NOT_ON_KUBERNETES = ("nginx-exporter", "node-exporter")
+# Exporters a Kubernetes target does not run: there is no nginx of ours to read stub_status
+# from (the Ingress is the cluster's ingress-nginx, which exports its own metrics). The node
+# exporter runs there as a DaemonSet of the agents namespace (hostPID and hostPath need the
+# privileged Pod Security level; the stack's namespace stays restricted): see
+# _kubernetes_obs, and HOST_AGENTS below for how Prometheus finds it.
+NOT_ON_KUBERNETES = ("nginx-exporter",)
+# Exporters that run in the agents namespace on Kubernetes, not in the stack's.
+HOST_AGENTS = ("node-exporter",)
+NODE_EXPORTER_ARGS = ("--path.procfs=/host/proc", "--path.sysfs=/host/sys",
+                      "--path.rootfs=/host/root",
+                      "--collector.filesystem.mount-points-exclude="
+                      "^/(dev|proc|sys|run|var/lib/docker/.+)($|/)")
 
 
 def exporters(model):
@@ -79,23 +86,38 @@ def exporters(model):
     return out
 
 
+def agents_namespace(model):
+    """The Kubernetes namespace of the stack's host agents (``<namespace>-agents``)."""
+    from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+    return _kubernetes.agents_namespace(_kubernetes.k8s_name(model["name"]))
+
+
 def _targets(model, name, port):
-    """Discovery for a component: every replica, whatever the target."""
+    """Discovery for a component: every replica, whatever the target.
+
+    On Kubernetes, pods of the stack's own namespace; a host agent's pods (the node
+    exporter's DaemonSet) are found in the agents namespace only, and each is labelled
+    ``instance`` with its node's name (one per node, like a Compose host's one exporter).
+    """
     target = model["target"]
     if target == "kubernetes":
-        return {
-            "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"own_namespace": True}}],
-            "relabel_configs": [
-                {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
-                                   "__meta_kubernetes_pod_label_app_kubernetes_io_name"],
-                 "regex": "%s;%s" % (model["name"], name), "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running",
-                 "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_ip"], "regex": "(.+)",
-                 "target_label": "__address__", "replacement": "$1:%d" % port},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-            ],
-        }
+        agent = name in HOST_AGENTS
+        namespaces = {"names": [agents_namespace(model)]} if agent else {"own_namespace": True}
+        relabel = [
+            {"source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+                               "__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+             "regex": "%s;%s" % (model["name"], name), "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running",
+             "action": "keep"},
+            {"source_labels": ["__meta_kubernetes_pod_ip"], "regex": "(.+)",
+             "target_label": "__address__", "replacement": "$1:%d" % port},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ]
+        if agent:
+            relabel.append({"source_labels": ["__meta_kubernetes_pod_node_name"],
+                            "target_label": "instance"})
+        return {"kubernetes_sd_configs": [{"role": "pod", "namespaces": namespaces}],
+                "relabel_configs": relabel}
     dns = "tasks.%s" % name if target == "swarm" else name
     # Docker's DNS answers one A record per replica: each container is its own target.
     return {"dns_sd_configs": [{"names": [dns], "type": "A", "port": port,

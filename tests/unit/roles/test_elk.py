@@ -40,7 +40,10 @@ LOGSTASH_SETTINGS = {"node.name", "http.host", "pipeline.ecs_compatibility", "co
 KIBANA_SETTINGS = {"server.name", "server.host", "server.port", "server.publicBaseUrl", "elasticsearch.hosts",
                    "elasticsearch.username", "elasticsearch.password", "telemetry.optIn",
                    "telemetry.enabled", "logging.root.level"}
-FILEBEAT_SETTINGS = {"filebeat.inputs", "output.logstash", "logging.level", "logging.json", "http.enabled"}
+FILEBEAT_SETTINGS = {"filebeat.inputs", "output.logstash", "logging.level", "logging.json",
+                     "http.enabled", "http.host", "http.port"}
+# the processors the rendered inputs may use (Filebeat 8.x reference)
+FILEBEAT_PROCESSORS = {"add_docker_metadata", "drop_event", "copy_fields", "replace"}
 FILESTREAM_SETTINGS = {"type", "id", "paths", "parsers", "processors", "prospector.scanner.symlinks"}
 ILM_ACTIONS = {"rollover", "delete", "forcemerge", "shrink", "readonly", "set_priority"}
 MAPPING_TYPES = {"date", "keyword", "text", "scaled_float", "flattened", "short", "float", "long",
@@ -103,9 +106,31 @@ def test_filebeat_follows_the_target(dev):
     compose = yaml.safe_load(dev["filebeat/filebeat.yml"]["content"])["filebeat.inputs"][0]
     assert compose["paths"] == ["/var/lib/docker/containers/*/*.log"]
     assert "add_docker_metadata" in compose["processors"][0]
-    k8s = yaml.safe_load(files_of(model("kubernetes"))["filebeat/filebeat.yml"]["content"])["filebeat.inputs"][0]
-    assert k8s["paths"] == ["/var/log/containers/*.log"]
-    assert "add_kubernetes_metadata" in k8s["processors"][0]
+    m = model("kubernetes")
+    namespace = m["name"].replace("_", "-").lower()
+    k8s_file = yaml.safe_load(files_of(m)["filebeat/filebeat.yml"]["content"])
+    k8s = k8s_file["filebeat.inputs"][0]
+    # the kubelet's files of the stack's namespace only, CRI or docker format, no API access
+    assert k8s["paths"] == ["/var/log/containers/*_%s_*.log" % namespace]
+    assert k8s["parsers"] == [{"container": {"stream": "all", "format": "auto"}}]
+    assert not [p for p in k8s["processors"] if "add_kubernetes_metadata" in p]
+    for entry in (compose, k8s):
+        assert {name for p in entry["processors"] for name in p} <= FILEBEAT_PROCESSORS
+    assert k8s_file["output.logstash"] == {"hosts": ["logstash.%s.svc:5044" % namespace]}
+    assert k8s_file["http.host"] == "0.0.0.0" and k8s_file["http.port"] == _elk.FILEBEAT_HTTP_PORT
+    compose_file = yaml.safe_load(dev["filebeat/filebeat.yml"]["content"])
+    assert compose_file["output.logstash"] == {"hosts": ["logstash:5044"]}
+    assert set(k8s_file) - set(compose_file) == {"http.host", "http.port"}
+
+
+def test_kubernetes_filebeat_takes_the_component_from_the_file_name():
+    """What copy_fields + replace make of a kubelet file name (Go's regexp; Python's agrees
+    on this pattern): the container's name, which is the component's."""
+    path = "/var/log/containers/api-5d9c7b8f4-x2x7q_shop_api-%s.log" % ("0a" * 32)
+    assert re.sub(_elk.K8S_CONTAINER_LOG, r"\1", path) == "api"
+    exporter = "/var/log/containers/redis-exporter-7f-abc_shop_redis-exporter-%s.log" % ("f" * 64)
+    assert re.sub(_elk.K8S_CONTAINER_LOG, r"\1", exporter) == "redis-exporter"
+    assert re.match(_elk.K8S_CONTAINER_LOG, "/var/log/containers/x_shop_api.log") is None
 
 
 def test_ilm_retention_comes_from_the_model(dev):

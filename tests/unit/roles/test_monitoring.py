@@ -89,9 +89,21 @@ def test_kubernetes_uses_kubernetes_sd(tmp_path):
     config = yaml.safe_load(by_path(files)["prometheus/prometheus.yml"]["content"])
     for job in config["scrape_configs"][1:]:
         assert "static_configs" not in job and "dns_sd_configs" not in job, job
-        assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
+        # the node exporter's DaemonSet runs in the agents namespace, everything else in the stack's
+        namespaces = {"names": ["shop-agents"]} if job["job_name"] == "node" else {
+            "own_namespace": True}
+        assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": namespaces}]
         keep = job["relabel_configs"][0]
         assert keep["action"] == "keep" and keep["regex"].startswith("shop;")
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert "nginx" not in jobs
+    # the same job name as on Compose (job="node"), one instance per node, named after it
+    assert jobs["node"]["relabel_configs"][0]["regex"] == "shop;node-exporter"
+    assert {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "instance"} in \
+        jobs["node"]["relabel_configs"]
+    compose = yaml.safe_load(
+        by_path(_monitoring.render(model(), SECRETS))["prometheus/prometheus.yml"]["content"])
+    assert "node" in {job["job_name"] for job in compose["scrape_configs"]}
     write(files, tmp_path)
     copy = _monitoring.validation_copy(by_path(files)["prometheus/prometheus.yml"]["content"])
     (tmp_path / "prometheus" / "prometheus.yml").write_text(copy)

@@ -22,6 +22,8 @@ OBS_WORKLOADS = {("StatefulSet", "prometheus"), ("Deployment", "alertmanager"),
                  ("Deployment", "redis-exporter"), ("Deployment", "postgres-exporter"),
                  ("Deployment", "grafana"), ("StatefulSet", "es"), ("Deployment", "logstash"),
                  ("Deployment", "kibana")}
+AGENTS = "shop-agents"
+AGENT_WORKLOADS = {("DaemonSet", "node-exporter"), ("DaemonSet", "filebeat")}
 
 
 def render(model, secrets, monitoring_files=None, elk_files=None, **kwargs):
@@ -64,13 +66,21 @@ def test_the_components_are_rendered_in_the_namespace(prod):
     _, _, manifests = prod
     workloads = {(m["kind"], m["metadata"]["name"]) for m in manifests
                  if m["kind"] in _kubernetes.WORKLOAD_KINDS}
-    assert OBS_WORKLOADS <= workloads
-    assert not {name for _, name in workloads} & {"node-exporter", "nginx-exporter", "filebeat"}
-    assert {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"} == {"shop"}
+    assert OBS_WORKLOADS | AGENT_WORKLOADS <= workloads
+    assert "nginx-exporter" not in {name for _, name in workloads}
+    namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"}
+    assert namespaces == {"shop", AGENTS}
+    # the agents namespace holds the two DaemonSets and what they need, nothing else
+    assert {(m["kind"], m["metadata"]["name"]) for m in manifests
+            if m["metadata"].get("namespace") == AGENTS} == AGENT_WORKLOADS | {
+        ("ConfigMap", "filebeat-config"), ("Role", "prometheus-discovery"),
+        ("RoleBinding", "prometheus-discovery"), ("NetworkPolicy", "agents-default-deny"),
+        ("NetworkPolicy", "agents-allow-dns"), ("NetworkPolicy", "allow-node-exporter"),
+        ("NetworkPolicy", "allow-filebeat")}
     assert [m["metadata"]["name"] for m in by(manifests, "Job")][0].startswith("elk-setup-")
     assert {m["metadata"]["name"] for m in by(manifests, "ConfigMap")} == {
         "prometheus-config", "grafana-config", "grafana-dashboards", "elasticsearch-config",
-        "elasticsearch-setup", "logstash-config", "kibana-config"}
+        "elasticsearch-setup", "logstash-config", "kibana-config", "filebeat-config"}
     kinds = [_kubernetes.KIND_ORDER.index(m["kind"]) for m in manifests]
     assert kinds == sorted(kinds)
 
@@ -102,10 +112,10 @@ def test_kubernetes_sd_is_namespace_restricted_and_the_role_read_only(prod):
     _, _, manifests = prod
     config = yaml.safe_load(by(manifests, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
     sds = [sd for job in config["scrape_configs"] + config["alerting"]["alertmanagers"]
-           for sd in job.get("kubernetes_sd_configs", [])]
+           if job.get("job_name") != "node" for sd in job.get("kubernetes_sd_configs", [])]
     assert sds and all(sd == {"role": "pod", "namespaces": {"own_namespace": True}} for sd in sds)
     jobs = {job["job_name"] for job in config["scrape_configs"]}
-    assert {"api", "alertmanager", "redis", "postgres"} <= jobs and not jobs & {"node", "nginx"}
+    assert {"api", "alertmanager", "redis", "postgres", "node"} <= jobs and "nginx" not in jobs
     role = by(manifests, "Role", "prometheus")
     assert role["metadata"]["namespace"] == "shop"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["endpoints", "pods", "services"],
@@ -122,6 +132,7 @@ def test_kubernetes_sd_is_namespace_restricted_and_the_role_read_only(prod):
     for item in manifests:
         if item["kind"] in _kubernetes.WORKLOAD_KINDS and item["metadata"]["name"] != "prometheus":
             assert "serviceAccountName" not in item["spec"]["template"]["spec"]
+            assert item["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
     args = pod["containers"][0]["command"]
     assert "--storage.tsdb.retention.time=30d" in args and "--storage.tsdb.retention.size=50GB" in args
     assert spec["replicas"] == 1
@@ -227,6 +238,8 @@ def test_pods_are_restricted_with_resources_and_probes(prod):
     for item in manifests:
         if item["kind"] not in _kubernetes.WORKLOAD_KINDS:
             continue
+        if item["metadata"]["namespace"] == AGENTS:
+            continue  # the agents' DaemonSets: test_host_agents_*
         pod = item["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert not {"hostPID", "hostNetwork", "hostIPC"} & set(pod)
@@ -244,16 +257,25 @@ def test_pods_are_restricted_with_resources_and_probes(prod):
                 assert "readinessProbe" in container and "livenessProbe" in container, where
 
 
-def _policies(manifests):
-    return {m["metadata"]["name"]: m["spec"] for m in manifests if m["kind"] == "NetworkPolicy"}
+def _policies(manifests, namespace="shop"):
+    return {m["metadata"]["name"]: m["spec"] for m in manifests
+            if m["kind"] == "NetworkPolicy" and m["metadata"]["namespace"] == namespace}
 
 
-def _peers(rules, key):
+def _peers(rules, key, namespace="shop"):
+    """(peer, port): a pod of ``namespace`` by its name, one of the other namespace as
+    "<namespace>/<name>", an address block by its CIDR."""
     out = set()
     for rule in rules:
         for peer in rule[key]:
-            assert "namespaceSelector" not in peer, rule
-            name = peer["podSelector"]["matchLabels"][NAME] if "podSelector" in peer else peer["ipBlock"]["cidr"]
+            if "namespaceSelector" in peer:
+                other = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                assert other != namespace and {other, namespace} == {"shop", AGENTS}, rule
+                name = "%s/%s" % (other, peer["podSelector"]["matchLabels"][NAME])
+            elif "podSelector" in peer:
+                name = peer["podSelector"]["matchLabels"][NAME]
+            else:
+                name = peer["ipBlock"]["cidr"]
             for port in rule["ports"]:
                 out.add((name, port["port"]))
     return out
@@ -264,7 +286,8 @@ def test_network_policies_allow_exactly_the_flows(prod):
     pol = _policies(manifests)
     assert _peers(pol["allow-prometheus"]["egress"], "to") == {
         ("api", 8000), ("alertmanager", 9093), ("redis-exporter", 9121),
-        ("postgres-exporter", 9187), ("0.0.0.0/0", 443), ("0.0.0.0/0", 6443)}
+        ("postgres-exporter", 9187), ("0.0.0.0/0", 443), ("0.0.0.0/0", 6443),
+        ("shop-agents/node-exporter", 9100)}
     assert _peers(pol["allow-prometheus"]["ingress"], "from") == {("grafana", 9090)}
     assert _peers(pol["allow-grafana"]["egress"], "to") == {("prometheus", 9090)}
     assert _peers(pol["allow-grafana"]["ingress"], "from") == set()
@@ -279,6 +302,7 @@ def test_network_policies_allow_exactly_the_flows(prod):
         ("logstash", 9200), ("kibana", 9200), ("elk-setup", 9200), ("elasticsearch", 9300)}
     assert _peers(pol["allow-elasticsearch"]["egress"], "to") == {("elasticsearch", 9300)}
     assert _peers(pol["allow-logstash"]["egress"], "to") == {("elasticsearch", 9200)}
+    assert _peers(pol["allow-logstash"]["ingress"], "from") == {("shop-agents/filebeat", 5044)}
     assert _peers(pol["allow-kibana"]["egress"], "to") == {("elasticsearch", 9200)}
     assert _peers(pol["allow-elk-setup"]["egress"], "to") == {("elasticsearch", 9200)}
     for name, spec in pol.items():
@@ -296,8 +320,15 @@ def test_fidelity_on_kubernetes(prod):
     native = {e["field"] for e in rep["native"]}
     dropped = {e["field"]: e["how"] for e in rep["dropped"]}
     assert {"stack_monitoring.enabled", "stack_logging.enabled"} <= native
-    assert "node-exporter" in dropped["stack_monitoring node exporter"]
-    assert "restricted Pod Security" in dropped["stack_logging Filebeat"]
+    how = {e["field"]: e["how"] for e in rep["native"]}
+    for field in ("stack_monitoring node exporter", "stack_logging Filebeat"):
+        assert how[field].startswith("DaemonSet in shop-agents (privileged Pod Security)"), field
+        assert field not in dropped
+    assert "network-device metrics are the pod's own" in how["stack_monitoring node exporter"]
+    assert "logstash.shop.svc:5044" in how["stack_logging Filebeat"]
+    # stack_strict no longer refuses prod for them (the nginx exporter is still dropped)
+    strict = _fidelity.strict_errors(dict(model, strict=True))
+    assert not [line for line in strict if "node exporter" in line or "Filebeat" in line]
     assert "ingress-nginx" in dropped["stack_monitoring nginx exporter"]
     assert "stack_monitoring.images.prometheus" not in dropped  # prod sets an upstream build
     debian = copy.deepcopy(model)
@@ -345,3 +376,263 @@ def test_promtool_accepts_the_configmap_as_mounted(prod, tmp_path):
     (tmp_path / "alertmanager.yml").write_bytes(text)
     result = tool([AMTOOL, "check-config", "alertmanager.yml"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- host agents
+def _agents_pod(manifests, name):
+    return by(manifests, "DaemonSet", name)["spec"]["template"]["spec"]
+
+
+def test_the_agents_namespace_is_privileged_and_only_there_when_enabled(prod):
+    model, secrets, manifests = prod
+    namespace = by(manifests, "Namespace", AGENTS)["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert namespace["pod-security.kubernetes.io/%s" % mode] == "privileged"
+    assert namespace["kubernetes.io/metadata.name"] == AGENTS
+    # the stack's namespace stays restricted
+    assert by(manifests, "Namespace", "shop")["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"] == "restricted"
+    daemonsets = [m["metadata"]["name"] for m in by(manifests, "DaemonSet")]
+    assert daemonsets == ["filebeat", "node-exporter"]
+
+    def agents(mon, log, monitoring_files=None, elk_files=None):
+        changed = copy.deepcopy(model)
+        changed["monitoring"]["enabled"], changed["logging"]["enabled"] = mon, log
+        out = render(changed, secrets, monitoring_files, elk_files)
+        return {(m["kind"], m["metadata"]["name"]) for m in out
+                if m["metadata"].get("namespace") == AGENTS or m["metadata"]["name"] == AGENTS}
+
+    monitoring_only = agents(True, False)
+    assert {("DaemonSet", "node-exporter"), ("Namespace", AGENTS)} <= monitoring_only
+    assert not {("DaemonSet", "filebeat"), ("ConfigMap", "filebeat-config"),
+                ("NetworkPolicy", "allow-filebeat")} & monitoring_only
+    logging_only = agents(False, True)
+    assert {("DaemonSet", "filebeat"), ("Namespace", AGENTS)} <= logging_only
+    assert not {("DaemonSet", "node-exporter"), ("Role", "prometheus-discovery"),
+                ("NetworkPolicy", "allow-node-exporter")} & logging_only
+    assert agents(False, False, [], []) == set()
+    # the kubernetes role passes no files for a disabled section: no agents either
+    assert not [m for m in _kubernetes.render(model, secrets, htpasswd="x:y")
+                if m["metadata"]["name"] == AGENTS or m["metadata"].get("namespace") == AGENTS]
+
+
+def test_host_agents_mount_the_host_read_only_without_host_network(prod):
+    _, _, manifests = prod
+    writable = {}
+    for name in ("node-exporter", "filebeat"):
+        pod = _agents_pod(manifests, name)
+        assert "hostNetwork" not in pod and "hostIPC" not in pod
+        assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+        assert pod["tolerations"] == [{"operator": "Exists"}]
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        host = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
+        container = pod["containers"][0]
+        for mount in container["volumeMounts"]:
+            if mount["name"] in host and not mount.get("readOnly"):
+                writable[name] = host[mount["name"]]
+        sec = container["securityContext"]
+        assert sec["readOnlyRootFilesystem"] is True and sec["allowPrivilegeEscalation"] is False
+        assert sec["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sec["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert "readinessProbe" in container and "livenessProbe" in container
+    # the only writable host path: Filebeat's registry, per stack namespace
+    assert writable == {"filebeat": {"path": "/var/lib/opsdeck-filebeat/shop",
+                                     "type": "DirectoryOrCreate"}}
+
+    node = _agents_pod(manifests, "node-exporter")
+    assert node["hostPID"] is True
+    assert node["securityContext"]["runAsNonRoot"] is True
+    assert node["securityContext"]["runAsUser"] == 65534
+    paths = {v["hostPath"]["path"] for v in node["volumes"] if "hostPath" in v}
+    assert paths == {"/proc", "/sys", "/"}
+    exporter = node["containers"][0]
+    assert exporter["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # the Compose target's image and arguments (Compose writes "$$" for a literal "$")
+    compose = _compose_node_exporter()
+    assert exporter["image"] == compose["image"]
+    assert [arg.replace("$", "$$") for arg in exporter["args"]] == compose["command"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
+    mounts = {m["mountPath"]: m["readOnly"] for m in exporter["volumeMounts"] if m["name"] != "tmp"}
+    assert mounts == {"/host/proc": True, "/host/sys": True, "/host/root": True}
+
+    beat = _agents_pod(manifests, "filebeat")
+    assert "hostPID" not in beat
+    assert beat["securityContext"]["runAsUser"] == 0
+    assert beat["containers"][0]["securityContext"]["capabilities"] == {
+        "drop": ["ALL"], "add": ["DAC_READ_SEARCH"]}
+    assert {v["hostPath"]["path"] for v in beat["volumes"] if "hostPath" in v} == {
+        "/var/log/containers", "/var/log/pods", "/var/lib/docker/containers",
+        "/var/lib/opsdeck-filebeat/shop"}
+    # the kubelet probes Filebeat's HTTP endpoint on the pod's address
+    probe = beat["containers"][0]["livenessProbe"]["httpGet"]
+    assert probe["port"] == "http" and beat["containers"][0]["ports"][0]["containerPort"] == 5066
+
+
+def _compose_node_exporter():
+    from ansible_collections.opsdeck.stack.plugins.module_utils import _compose
+    model, secrets = inventory_model("prod")
+    model["target"] = "compose"
+    out = _compose.render(model, secrets, monitoring_files=_monitoring.render(model, secrets))
+    return out["project"]["services"]["node-exporter"]
+
+
+def test_policy_skips_of_the_agents_are_in_their_daemonsets_only(prod):
+    _, _, manifests = prod
+    agent_checks = {"CKV_K8S_17", "CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_40"}
+    found = {}
+    for item in manifests:
+        for value in (item["metadata"].get("annotations") or {}).values():
+            check = value.split("=", 1)[0]
+            if check in agent_checks:
+                found.setdefault(item["metadata"]["name"], set()).add(check)
+                assert item["kind"] == "DaemonSet" and item["metadata"]["namespace"] == AGENTS
+    assert found == {"node-exporter": {"CKV_K8S_17"},
+                     "filebeat": {"CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_40"}}
+
+
+def test_prometheus_discovers_the_node_exporter_in_the_agents_namespace_only(prod):
+    _, _, manifests = prod
+    text = by(manifests, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"]
+    jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
+    node = jobs["node"]
+    assert node["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": [AGENTS]}}]
+    assert node["relabel_configs"][0] == {
+        "source_labels": ["__meta_kubernetes_pod_label_app_kubernetes_io_part_of",
+                          "__meta_kubernetes_pod_label_app_kubernetes_io_name"],
+        "regex": "shop;node-exporter", "action": "keep"}
+    assert {"source_labels": ["__meta_kubernetes_pod_ip"], "regex": "(.+)",
+            "target_label": "__address__", "replacement": "$1:9100"} in node["relabel_configs"]
+    # the pod labels the keep rule reads are the DaemonSet's
+    labels = by(manifests, "DaemonSet", "node-exporter")["spec"]["template"]["metadata"]["labels"]
+    assert labels[NAME] == "node-exporter" and labels["app.kubernetes.io/part-of"] == "shop"
+    # no other job looks outside the stack's namespace
+    for name, job in jobs.items():
+        if name != "node":
+            assert all(sd["namespaces"] == {"own_namespace": True}
+                       for sd in job.get("kubernetes_sd_configs", [])), name
+    # the DiskSpace alert and the node panels: the same rules and dashboards as on Compose,
+    # over the same job name and node_* series (instance: the node's name here)
+    model, secrets, _ = prod
+    compose = {f["path"]: f["content"] for f in _monitoring.render(dict(model, target="compose"),
+                                                                    secrets)}
+    compose_jobs = {j["job_name"] for j in yaml.safe_load(
+        compose["prometheus/prometheus.yml"])["scrape_configs"]}
+    assert "node" in compose_jobs
+    data = by(manifests, "ConfigMap", "prometheus-config")["data"]
+    assert data["rules_opsdeck.rules.yml"] == compose["prometheus/rules/opsdeck.rules.yml"]
+    assert "node_filesystem_avail_bytes" in data["rules_opsdeck.rules.yml"]
+    assert {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "instance"} in \
+        node["relabel_configs"]
+    # promtool checks this job too (test_promtool_accepts_the_configmap_as_mounted)
+    checked = yaml.safe_load(_monitoring.validation_copy(data["prometheus.yml"]))
+    assert "node" in {job["job_name"] for job in checked["scrape_configs"]}
+
+
+def test_the_agents_role_is_read_only_on_pods_and_bound_to_prometheus(prod):
+    _, _, manifests = prod
+    roles = [m for m in manifests if m["kind"] == "Role" and m["metadata"]["namespace"] == AGENTS]
+    assert [r["metadata"]["name"] for r in roles] == ["prometheus-discovery"]
+    assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+                                  "verbs": ["get", "list", "watch"]}]
+    bindings = [m for m in manifests
+                if m["kind"] == "RoleBinding" and m["metadata"]["namespace"] == AGENTS]
+    assert len(bindings) == 1
+    assert bindings[0]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "prometheus-discovery"}
+    assert bindings[0]["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus",
+                                        "namespace": "shop"}]
+    assert not [m for m in manifests
+                if m["kind"] == "ServiceAccount" and m["metadata"]["namespace"] == AGENTS]
+    assert not [m for m in manifests if m["kind"].startswith("Cluster")]
+
+
+def _crossing(manifests):
+    """Every (policy namespace, policy, direction, peer namespace, peer pod, port) whose peer
+    is selected in another namespace."""
+    out = set()
+    for item in by(manifests, "NetworkPolicy"):
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in item["spec"].get(direction, []):
+                for peer in rule[key]:
+                    if "namespaceSelector" not in peer:
+                        continue
+                    other = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                    pod = (peer.get("podSelector") or {}).get("matchLabels", {})
+                    for port in rule.get("ports", [{"port": None}]):
+                        out.add((item["metadata"]["namespace"], item["metadata"]["name"], direction,
+                                 other, pod.get(NAME) or pod.get("k8s-app"), port["port"]))
+    return out
+
+
+def test_exactly_two_flows_cross_between_the_stack_and_its_agents(prod):
+    _, _, manifests = prod
+    between = {c for c in _crossing(manifests) if {c[0], c[3]} == {"shop", AGENTS}}
+    assert between == {
+        ("shop", "allow-prometheus", "egress", AGENTS, "node-exporter", 9100),
+        (AGENTS, "allow-node-exporter", "ingress", "shop", "prometheus", 9100),
+        (AGENTS, "allow-filebeat", "egress", "shop", "logstash", 5044),
+        ("shop", "allow-logstash", "ingress", AGENTS, "filebeat", 5044)}
+    # and the agents namespace reaches nothing else but DNS
+    others = {c for c in _crossing(manifests) if c[0] == AGENTS and c[3] != "shop"}
+    assert others == {(AGENTS, "agents-allow-dns", "egress", "kube-system", "kube-dns", 53)}
+    pol = _policies(manifests, AGENTS)
+    assert set(pol) == {"agents-default-deny", "agents-allow-dns", "allow-node-exporter",
+                        "allow-filebeat"}
+    assert pol["agents-default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    assert pol["allow-node-exporter"]["egress"] == [] and pol["allow-filebeat"]["ingress"] == []
+    assert _peers(pol["allow-node-exporter"]["ingress"], "from", AGENTS) == {
+        ("shop/prometheus", 9100)}
+    assert _peers(pol["allow-filebeat"]["egress"], "to", AGENTS) == {("shop/logstash", 5044)}
+    # the pod selectors pick the pods that exist
+    for name, spec in pol.items():
+        if name.startswith("allow-"):
+            template = by(manifests, "DaemonSet", name[len("allow-"):])["spec"]["template"]
+            labels = template["metadata"]["labels"]
+            assert spec["podSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_filebeat_reads_the_stack_namespace_and_ships_to_its_logstash(prod):
+    model, secrets, manifests = prod
+    configmap = by(manifests, "ConfigMap", "filebeat-config")
+    assert configmap["metadata"]["namespace"] == AGENTS
+    config = yaml.safe_load(configmap["data"]["filebeat.yml"])
+    assert config == yaml.safe_load(
+        [f for f in _elk.render(model) if f["path"] == "filebeat/filebeat.yml"][0]["content"])
+    (entry,) = config["filebeat.inputs"]
+    assert entry["paths"] == ["/var/log/containers/*_shop_*.log"]
+    assert entry["type"] == "filestream" and entry["prospector.scanner.symlinks"] is True
+    assert entry["parsers"] == [{"container": {"stream": "all", "format": "auto"}}]
+    assert config["output.logstash"] == {"hosts": ["logstash.shop.svc:5044"]}
+    assert by(manifests, "Service", "logstash")["spec"]["ports"][0]["port"] == 5044
+    # the command reads the mounted file, the registry lives on the host path
+    pod = _agents_pod(manifests, "filebeat")
+    container = pod["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts["/usr/share/filebeat/opsdeck"] == "config"
+    command = container["command"]
+    assert command[command.index("-c") + 1] == "/usr/share/filebeat/opsdeck/filebeat.yml"
+    assert mounts[command[command.index("--path.data") + 1]] == "registry"
+    # a changed filebeat.yml rolls Filebeat and nothing else
+    files = _elk.render(model)
+    for item in files:
+        if item["path"] == "filebeat/filebeat.yml":
+            item["content"] += "# changed\n"
+    before, after = pod_checksums(manifests), pod_checksums(render(model, secrets, elk_files=files))
+    assert {key for key in before if before[key] != after[key]} == {("DaemonSet", "filebeat")}
+
+
+def test_the_agents_namespace_name_is_checked_and_every_inventory_validates():
+    assert _kubernetes.agents_namespace("shop") == AGENTS
+    with pytest.raises(_kubernetes.RenderError, match="longer than 63"):
+        _kubernetes.agents_namespace("s" * 57)
+    # dev too (prod and staging: test_every_manifest_validates_strictly)
+    errors = []
+    for item in render(*inventory_model("dev")):
+        for version in VERSIONS:
+            try:
+                kubernetes_validate.validate(item, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                errors.append("%s %s/%s: %s" % (version, item["kind"], item["metadata"]["name"],
+                                                exc.message))
+    assert errors == []
