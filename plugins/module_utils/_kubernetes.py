@@ -602,8 +602,7 @@ def _peer(model, component, tenant=None):
 def dns_egress():
     """The egress rule to the cluster's DNS (kube-dns in kube-system)."""
     return {
-        "to": [{"namespaceSelector": {"matchLabels": {
-                    "kubernetes.io/metadata.name": "kube-system"}},
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
                 "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }

@@ -557,7 +557,7 @@ class _Obs:
         names = [elastic]
         if nodes > 1:
             certs = sorted(_observability.TRANSPORT_SECRETS.items())
-            names.extend(name for name, _ in certs)
+            names.extend(name for name, _filename in certs)
             volumes.append({"name": "certs", "projected": {"defaultMode": 0o440, "sources": [
                 {"secret": {"name": k.k8s_name(name), "items": [{"key": name, "path": filename}]}}
                 for name, filename in certs]}})
@@ -701,7 +701,7 @@ class _Obs:
     def policies(self, api_server_cidrs=None):
         """Per component: ingress from and egress to exactly its flows; the apps and data
         stores get an extra policy admitting their scrapers/exporters (policies add up)."""
-        components = sorted({src for src, _, _ in self.flows} | {dst for _, dst, _ in self.flows})
+        components = sorted({flow[0] for flow in self.flows} | {flow[1] for flow in self.flows})
         own = {item["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
                for item in self.out if item["kind"] in ("Deployment", "StatefulSet", "Job")}
         ingress = {name: [] for name in components}
@@ -761,11 +761,11 @@ class _Obs:
         for mode in ("enforce", "audit", "warn"):
             ns_labels["pod-security.kubernetes.io/%s" % mode] = AGENTS_PSS
             ns_labels["pod-security.kubernetes.io/%s-version" % mode] = "latest"
+        purpose = ("host agents of %s (node exporter, Filebeat): hostPID and hostPath need the "
+                   "privileged Pod Security level; the stack's namespace %s stays restricted"
+                   % (self.stack, self.namespace))
         out = [{"apiVersion": "v1", "kind": "Namespace", "metadata": k._meta(
-            self.agents, None, ns_labels, {"opsdeck.io/purpose": (
-                "host agents of %s (node exporter, Filebeat): hostPID and hostPath need the "
-                "privileged Pod Security level; the stack's namespace %s stays restricted"
-                % (self.stack, self.namespace))})},
+            self.agents, None, ns_labels, {"opsdeck.io/purpose": purpose})},
             k._policy(self.stack, "agents-default-deny", self.agents, {}, ["Ingress", "Egress"]),
             k._policy(self.stack, "agents-allow-dns", self.agents, {}, ["Egress"],
                       egress=[k.dns_egress()])]

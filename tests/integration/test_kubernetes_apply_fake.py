@@ -94,7 +94,8 @@ def test_first_deploy_applies_everything_in_order(cluster):
     for applied in (("StatefulSet", "prometheus"), ("Deployment", "alertmanager"),
                     ("Deployment", "grafana"), ("StatefulSet", "es"), ("Deployment", "logstash"),
                     ("Deployment", "kibana"), ("ConfigMap", "prometheus-config"),
-                    ("Secret", "alertmanager-config")):
+                    ("Secret", "alertmanager-config"), ("Namespace", "shop-agents"),
+                    ("DaemonSet", "node-exporter"), ("DaemonSet", "filebeat")):
         assert applied in results["applied_first"], applied
     jobs = [name for kind, name in results["applied_first"] if kind == "Job"]
     assert len(jobs) == 1 and jobs[0].startswith("elk-setup-"), jobs

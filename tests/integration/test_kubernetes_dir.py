@@ -97,7 +97,7 @@ def test_first_run_writes_one_file_per_manifest(gitops):
     kinds = {name.split("-", 2)[1] for name in names}
     assert kinds == {"namespace", "serviceaccount", "role", "rolebinding", "secret", "networkpolicy",
                      "service", "statefulset", "deployment", "horizontalpodautoscaler",
-                     "poddisruptionbudget", "ingress", "configmap", "job"}
+                     "poddisruptionbudget", "ingress", "configmap", "job", "daemonset"}
     assert "07-statefulset-postgres.yaml" in names and "08-deployment-api.yaml" in names
     for name in names:
         documents = [d for d in yaml.safe_load_all((gitops["dest"] / name).read_text()) if d]

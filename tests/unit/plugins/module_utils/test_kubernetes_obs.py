@@ -63,11 +63,11 @@ def pod_checksums(manifests):
 
 
 def test_the_components_are_rendered_in_the_namespace(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     workloads = {(m["kind"], m["metadata"]["name"]) for m in manifests
                  if m["kind"] in _kubernetes.WORKLOAD_KINDS}
     assert OBS_WORKLOADS | AGENT_WORKLOADS <= workloads
-    assert "nginx-exporter" not in {name for _, name in workloads}
+    assert "nginx-exporter" not in {name for _kind, name in workloads}
     namespaces = {m["metadata"]["namespace"] for m in manifests if m["kind"] != "Namespace"}
     assert namespaces == {"shop", AGENTS}
     # the agents namespace holds the two DaemonSets and what they need, nothing else
@@ -95,7 +95,7 @@ def test_nothing_without_the_files_or_with_the_sections_off(prod):
 
 
 def test_every_manifest_validates_strictly(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     staging = render(*inventory_model("staging"))
     errors = []
     for item in manifests + staging:
@@ -109,7 +109,7 @@ def test_every_manifest_validates_strictly(prod):
 
 
 def test_kubernetes_sd_is_namespace_restricted_and_the_role_read_only(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     config = yaml.safe_load(by(manifests, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
     sds = [sd for job in config["scrape_configs"] + config["alerting"]["alertmanagers"]
            if job.get("job_name") != "node" for sd in job.get("kubernetes_sd_configs", [])]
@@ -167,7 +167,7 @@ def test_a_changed_password_rolls_its_users_and_renames_the_setup_job(prod):
 
 
 def test_no_secret_value_outside_secret_objects(prod):
-    _, secrets, manifests = prod
+    secrets, manifests = prod[1:]
     assert _kubernetes.secret_values_in(manifests, secrets) == []
     alertmanager = by(manifests, "Secret", "alertmanager-config")
     assert set(alertmanager["data"]) == {"alertmanager.yml"}
@@ -182,7 +182,7 @@ def test_no_secret_value_outside_secret_objects(prod):
 
 
 def test_elasticsearch_replicas_heap_storage_and_discovery(prod):
-    model, _, manifests = prod
+    model, manifests = prod[0], prod[2]
     es = model["logging"]["elasticsearch"]
     assert es["nodes"] == 3
     sts = by(manifests, "StatefulSet", "es")
@@ -223,7 +223,7 @@ def test_single_node_elasticsearch_in_staging():
 
 
 def test_grafana_reads_the_admin_password_from_a_secret_file(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     container = by(manifests, "Deployment", "grafana")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
@@ -234,7 +234,7 @@ def test_grafana_reads_the_admin_password_from_a_secret_file(prod):
 
 
 def test_pods_are_restricted_with_resources_and_probes(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     for item in manifests:
         if item["kind"] not in _kubernetes.WORKLOAD_KINDS:
             continue
@@ -282,7 +282,7 @@ def _peers(rules, key, namespace="shop"):
 
 
 def test_network_policies_allow_exactly_the_flows(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     pol = _policies(manifests)
     assert _peers(pol["allow-prometheus"]["egress"], "to") == {
         ("api", 8000), ("alertmanager", 9093), ("redis-exporter", 9121),
@@ -315,7 +315,7 @@ def test_network_policies_allow_exactly_the_flows(prod):
 
 
 def test_fidelity_on_kubernetes(prod):
-    model, _, _ = prod
+    model = prod[0]
     rep = _fidelity.report(model, "kubernetes")
     native = {e["field"] for e in rep["native"]}
     dropped = {e["field"]: e["how"] for e in rep["dropped"]}
@@ -355,7 +355,7 @@ def test_promtool_accepts_the_configmap_as_mounted(prod, tmp_path):
     sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "roles")))
     from obs_support import AMTOOL, PROMTOOL, require, tool
     require(PROMTOOL, "prometheus")
-    _, _, manifests = prod
+    manifests = prod[2]
     data = by(manifests, "ConfigMap", "prometheus-config")["data"]
     pod = by(manifests, "StatefulSet", "prometheus")["spec"]["template"]["spec"]
     volume = [v for v in pod["volumes"] if v["name"] == "config"][0]["configMap"]
@@ -368,7 +368,7 @@ def test_promtool_accepts_the_configmap_as_mounted(prod, tmp_path):
     result = tool([PROMTOOL, "check", "config", "prometheus.yml"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     require(AMTOOL, "prometheus-alertmanager")
-    model, secrets, _ = prod
+    model, secrets = prod[:2]
     # the vault stand-in is no URL: a webhook that amtool accepts
     secrets = dict(secrets, slack_webhook_url="https://hooks.slack.example.com/services/T0/B0/x")
     secret = by(render(model, secrets), "Secret", "alertmanager-config")
@@ -417,7 +417,7 @@ def test_the_agents_namespace_is_privileged_and_only_there_when_enabled(prod):
 
 
 def test_host_agents_mount_the_host_read_only_without_host_network(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     writable = {}
     for name in ("node-exporter", "filebeat"):
         pod = _agents_pod(manifests, name)
@@ -478,7 +478,7 @@ def _compose_node_exporter():
 
 
 def test_policy_skips_of_the_agents_are_in_their_daemonsets_only(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     agent_checks = {"CKV_K8S_17", "CKV_K8S_23", "CKV_K8S_25", "CKV_K8S_40"}
     found = {}
     for item in manifests:
@@ -492,7 +492,7 @@ def test_policy_skips_of_the_agents_are_in_their_daemonsets_only(prod):
 
 
 def test_prometheus_discovers_the_node_exporter_in_the_agents_namespace_only(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     text = by(manifests, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"]
     jobs = {job["job_name"]: job for job in yaml.safe_load(text)["scrape_configs"]}
     node = jobs["node"]
@@ -513,9 +513,9 @@ def test_prometheus_discovers_the_node_exporter_in_the_agents_namespace_only(pro
                        for sd in job.get("kubernetes_sd_configs", [])), name
     # the DiskSpace alert and the node panels: the same rules and dashboards as on Compose,
     # over the same job name and node_* series (instance: the node's name here)
-    model, secrets, _ = prod
-    compose = {f["path"]: f["content"] for f in _monitoring.render(dict(model, target="compose"),
-                                                                    secrets)}
+    model, secrets = prod[:2]
+    compose = {f["path"]: f["content"]
+               for f in _monitoring.render(dict(model, target="compose"), secrets)}
     compose_jobs = {j["job_name"] for j in yaml.safe_load(
         compose["prometheus/prometheus.yml"])["scrape_configs"]}
     assert "node" in compose_jobs
@@ -530,7 +530,7 @@ def test_prometheus_discovers_the_node_exporter_in_the_agents_namespace_only(pro
 
 
 def test_the_agents_role_is_read_only_on_pods_and_bound_to_prometheus(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     roles = [m for m in manifests if m["kind"] == "Role" and m["metadata"]["namespace"] == AGENTS]
     assert [r["metadata"]["name"] for r in roles] == ["prometheus-discovery"]
     assert roles[0]["rules"] == [{"apiGroups": [""], "resources": ["pods"],
@@ -566,7 +566,7 @@ def _crossing(manifests):
 
 
 def test_exactly_two_flows_cross_between_the_stack_and_its_agents(prod):
-    _, _, manifests = prod
+    manifests = prod[2]
     between = {c for c in _crossing(manifests) if {c[0], c[3]} == {"shop", AGENTS}}
     assert between == {
         ("shop", "allow-prometheus", "egress", AGENTS, "node-exporter", 9100),
