@@ -72,7 +72,9 @@ HOST_AGENTS = ("node-exporter",)
 NODE_EXPORTER_ARGS = ("--path.procfs=/host/proc", "--path.sysfs=/host/sys",
                       "--path.rootfs=/host/root",
                       "--collector.filesystem.mount-points-exclude="
-                      "^/(dev|proc|sys|run|var/lib/docker/.+)($|/)")
+                      "^/(dev|proc|sys|run|var/lib/docker/.+)($|/)",
+                      # Debian's build enables it; a container has no host D-Bus to ask
+                      "--no-collector.systemd")
 
 
 def exporters(model):
