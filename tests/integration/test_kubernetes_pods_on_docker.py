@@ -218,7 +218,7 @@ def pods(tmp_path_factory):
         docker("run", "-d", "--name", PREFIX + "-redis", "--network", NETWORK,
                "--network-alias", "redis", "opsdeck/redis:7", "redis-server", "--port",
                str(model["redis"]["port"]), "--requirepass", password, "--save", "")
-        for _ in range(30):
+        for _attempt in range(30):
             if docker("exec", PREFIX + "-redis", "redis-cli", "-a", password, "--no-auth-warning",
                       "RPUSH", QUEUE, "m1", "m2", "m3", check=False).returncode == 0:
                 break
