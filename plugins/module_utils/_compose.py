@@ -251,7 +251,9 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
             "volumes": mounts,
             "healthcheck": _healthcheck(
                 ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"],
-                {"interval": 5, "timeout": 3, "retries": 5, "start_period": 5}),
+                # 10 s: on a loaded host an exec'd curl outlived 3 s five times running, and
+                # `compose up --wait` fails at once on an unhealthy proxy
+                {"interval": 5, "timeout": 10, "retries": 5, "start_period": 10}),
             "depends_on": {
                 app["name"]: {"condition": "service_healthy" if _has_health(model, app["name"])
                               else "service_started"}
