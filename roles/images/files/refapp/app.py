@@ -87,6 +87,8 @@ class Config:
         self.port = _env_int("APP_PORT", 8000)
         self.version = env.get("APP_VERSION") or "0.0.0"
         self.fail_ready = _env_bool("APP_FAIL_READY")
+        # Answer not-ready for this long after start (a slow start, for tests).
+        self.ready_after = _env_float("APP_READY_AFTER", 0.0)
         self.drain_unready = _env_bool("APP_DRAIN_UNREADY")
         self.work_ms = _env_int("APP_WORK_MS", 100)
         self.max_work_ms = _env_int("APP_MAX_WORK_MS", 60000)
@@ -649,6 +651,7 @@ class App:
         self.drain = DrainState()
         self.hostname = socket.gethostname()
         self.shutting_down = False
+        self.started = time.monotonic()
         self._counter_table_ready = False
         self._counter_lock = threading.Lock()
         self.db = None
@@ -879,6 +882,8 @@ class Handler(BaseHTTPRequestHandler):
             reasons = [] if healthy else ["dependency down"]
             if app.config.fail_ready:
                 reasons.append("APP_FAIL_READY is set")
+            if time.monotonic() - app.started < app.config.ready_after:
+                reasons.append("starting (APP_READY_AFTER)")
             if app.config.drain_unready and app.drain.draining:
                 reasons.append("draining")
             if app.shutting_down:
