@@ -10,6 +10,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, ".venv", "bin")
+# Written by test_swarm when it initialised the swarm: tests/conftest.py leaves it at the end.
+SWARM_LEAVE_MARKER = os.path.join(ROOT, "build", "swarm-leave-at-session-end")
 
 
 def env(**extra):
