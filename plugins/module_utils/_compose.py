@@ -398,11 +398,8 @@ def _monitoring_services(model, monitoring_files, services, files, volumes, add_
 
     if "redis-exporter" in exporter_ports:
         rd = model["redis"]
-        command = ["redis", "--redis.addr=redis://redis:%d" % rd["port"]]
-        if mon["redis_queues"]:
-            command.append("--check-single-keys=" + ",".join(
-                "db0=%s" % q["key"] for q in mon["redis_queues"]))
-        svc = exporter("redis-exporter", command, ["backend"], "redis")
+        svc = exporter("redis-exporter", _monitoring.redis_exporter_args(model), ["backend"],
+                       "redis")
         if rd.get("password_secret"):
             add_secret(rd["password_secret"])
             svc["secrets"] = [rd["password_secret"]]

@@ -396,10 +396,7 @@ class _Obs:
         exporters = dict(_monitoring.exporters(model))
         if "redis-exporter" in exporters:
             rd = model["redis"]
-            args = ["redis", "--redis.addr=redis://redis:%d" % rd["port"]]
-            if mon["redis_queues"]:
-                args.append("--check-single-keys=" + ",".join(
-                    "db0=%s" % q["key"] for q in mon["redis_queues"]))
+            args = _monitoring.redis_exporter_args(model)
             env, names = {}, []
             if rd.get("password_secret"):
                 names.append(rd["password_secret"])

@@ -77,6 +77,15 @@ NODE_EXPORTER_ARGS = ("--path.procfs=/host/proc", "--path.sysfs=/host/sys",
                       "--no-collector.systemd")
 
 
+def redis_exporter_args(model):
+    """The Redis exporter's arguments on every target (address, seed 002's queue keys)."""
+    args = ["redis", "--redis.addr=redis://redis:%d" % model["redis"]["port"]]
+    queues = model["monitoring"]["redis_queues"]
+    if queues:
+        args.append("--check-single-keys=" + ",".join("db0=%s" % q["key"] for q in queues))
+    return args
+
+
 def exporters(model):
     """The exporters this stack runs: [(name, port)]."""
     out = []

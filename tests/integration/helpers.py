@@ -8,6 +8,8 @@ import time
 import urllib.error
 import urllib.request
 
+import yaml
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(ROOT, ".venv", "bin")
 # Written by test_swarm when it initialised the swarm: tests/conftest.py leaves it at the end.
@@ -26,6 +28,16 @@ def env(**extra):
     })
     out.update(extra)
     return out
+
+
+def local_inventory(folder, stack_vars):
+    """An inventory of localhost (local connection) with ``stack_vars`` as group_vars; its path."""
+    (folder / "group_vars" / "all").mkdir(parents=True)
+    (folder / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
+    (folder / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump(stack_vars))
+    return str(folder)
 
 
 def run(argv, timeout=1200, log=None, **extra_env):

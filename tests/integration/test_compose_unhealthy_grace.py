@@ -11,21 +11,15 @@ Real Docker engine, real containers.
 import subprocess
 
 import pytest
-import yaml
 
-from helpers import recap, run
+from helpers import local_inventory, recap, run
 
 NAME = "opsdeck-grace"
 PROJECT_DIR = "/opt/%s" % NAME
 
 
 def inventory(tmp_path, ready_after):
-    inv = tmp_path / ("inv-%d" % ready_after)
-    (inv / "group_vars" / "all").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
-    (inv / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump({
+    return local_inventory(tmp_path / ("inv-%d" % ready_after), {
         "stack_name": NAME,
         "stack_environment": "dev",
         "stack_project_dir": PROJECT_DIR,
@@ -36,8 +30,7 @@ def inventory(tmp_path, ready_after):
              "health": {"ready": "/health/ready", "interval": 1, "timeout": 3, "retries": 1,
                         "start_period": 1}},
         ],
-    }))
-    return str(inv)
+    })
 
 
 def health():

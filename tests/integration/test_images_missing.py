@@ -4,21 +4,14 @@ warning and deploys the rest; staging and prod stop before any change, naming it
 import os
 import subprocess
 
-import yaml
-
-from helpers import run
+from helpers import local_inventory, run
 
 NAME = "opsdeck-ghost"
 PROJECT_DIR = "/opt/%s" % NAME
 
 
 def inventory(tmp_path, environment):
-    inv = tmp_path / environment
-    (inv / "group_vars" / "all").mkdir(parents=True)
-    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
-        "ansible_connection": "local",
-        "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
-    (inv / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump({
+    return local_inventory(tmp_path / environment, {
         "stack_name": NAME,
         "stack_environment": environment,
         "stack_project_dir": PROJECT_DIR,
@@ -28,8 +21,7 @@ def inventory(tmp_path, environment):
             {"name": "worker", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
              "health": {"ready": "/health/ready", "interval": 2, "start_period": 4}},
         ],
-    }))
-    return str(inv)
+    })
 
 
 def test_staging_fails_naming_the_image(tmp_path):
