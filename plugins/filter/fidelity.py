@@ -1,14 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) opsdeck maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters exposing the fidelity report (module_utils/_fidelity.py) to playbooks."""
+"""Filters exposing the fidelity report (module_utils/model/fidelity.py) to playbooks."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity
-from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
 
 def stack_fidelity(model, target=None):

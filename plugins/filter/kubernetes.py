@@ -10,8 +10,8 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
-from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
 
 def kubernetes_manifests(model, secrets, htpasswd=None, monitoring_files=None, elk_files=None,

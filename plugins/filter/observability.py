@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _elk, _monitoring
-from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
 
 def _need(model, section):

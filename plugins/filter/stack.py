@@ -12,8 +12,10 @@ import yaml
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _model, _observability
-from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import stack as _model
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
 
 def stack_model(raw):

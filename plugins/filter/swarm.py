@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _swarm
-from ansible_collections.opsdeck.stack.plugins.module_utils._data import plain as _plain
+from ansible_collections.opsdeck.stack.plugins.module_utils.swarm import render as _swarm
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -20,7 +20,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 def swarm_stack(model, secrets, proxy_files=None, data_label=_swarm.DATA_LABEL, encrypted=False,
                 endpoint_mode="dnsrr", monitoring_files=None, elk_files=None):
-    """Render a Swarm stack: {"yaml", "files", "secrets", "configs"} (see module_utils/_swarm)."""
+    """Render a Swarm stack: {"yaml", "files", "secrets", "configs"} (see module_utils/swarm/render)."""
     result = _swarm.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
                            data_label=str(data_label), encrypted=bool(encrypted),
                            endpoint_mode=str(endpoint_mode),

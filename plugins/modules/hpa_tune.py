@@ -467,7 +467,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._hpa import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s.hpa import (
     API_VERSION,
     KIND,
     TARGET_KINDS,
@@ -487,7 +487,7 @@ from ansible_collections.opsdeck.stack.plugins.module_utils._hpa import (
     validate_params,
     validate_spec,
 )
-from ansible_collections.opsdeck.stack.plugins.module_utils._k8s import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.kube import (
     HAS_K8S,
     K8S_AUTH_ARG_SPEC,
     K8S_IMP_ERR,

@@ -450,7 +450,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._redis_backup import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.backup.redis import (
     BackupError,
     run,
 )

@@ -246,7 +246,7 @@ from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._http import HttpError, JsonHttpClient
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.http import HttpError, JsonHttpClient
 
 INSTANCE = "instance"
 

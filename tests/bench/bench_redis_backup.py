@@ -41,7 +41,7 @@ sys.path.insert(0, COLLECTIONS)
 
 from redis_fixtures import RedisServer  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._resp import (  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.resp import (  # noqa: E402
     RespConnection,
     encode_command,
 )

@@ -13,7 +13,7 @@ import yaml
 
 from helpers import run
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import normalize
 
 
 def openssl(*args, stdin=None):

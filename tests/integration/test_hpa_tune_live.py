@@ -44,7 +44,7 @@ def deployment(namespace, name, with_requests=True):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ansible_collections.opsdeck.stack.plugins.module_utils._k8s import K8sApiError, client_from_params
+    from ansible_collections.opsdeck.stack.plugins.module_utils.clients.kube import K8sApiError, client_from_params
 
     client = client_from_params({})
     namespace = "opsdeck-hpa-%s" % uuid.uuid4().hex[:8]

@@ -62,7 +62,7 @@ def deploy(inv, *args):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from ansible_collections.opsdeck.stack.plugins.module_utils._k8s import client_from_params
+    from ansible_collections.opsdeck.stack.plugins.module_utils.clients.kube import client_from_params
 
     client = client_from_params({})
     stack = "opsdeck-live-%s" % uuid.uuid4().hex[:6]

@@ -38,8 +38,8 @@ from helpers import ROOT, run
 sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
 from test_kubernetes_policy import inventory_model  # noqa: E402  (vault stand-ins)
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import (  # noqa: E402
-    _kubernetes, _monitoring)
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring  # noqa: E402
 
 PREFIX = "opsdeck-k8spod"
 NETWORK = PREFIX + "-net"

@@ -18,8 +18,10 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _kubernetes, _monitoring
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import from_vars, normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import from_vars, normalize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 INVENTORIES = ("dev", "staging", "prod")

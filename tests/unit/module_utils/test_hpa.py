@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) opsdeck maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Unit and property tests of plugins/module_utils/_hpa.py (pure HPA logic).
+"""Unit and property tests of plugins/module_utils/k8s/hpa.py (pure HPA logic).
 
 Run with PYTHONPATH=build/collections after `make link`.
 """
@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _hpa
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "seed002_hpa.yaml")
 K8S_VERSIONS = ("1.29.0", "1.33.0")

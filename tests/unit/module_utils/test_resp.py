@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _redis_backup as rb
-from ansible_collections.opsdeck.stack.plugins.module_utils._resp import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.backup import redis as rb
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.resp import (
     RespConnection,
     RespConnectionError,
     RespError,

@@ -5,7 +5,7 @@ import os
 import shutil
 import subprocess
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import normalize
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

@@ -19,7 +19,7 @@ from datetime import datetime
 import pytest
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
 from obs_support import SECRETS, model
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "refapp"))

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
 from obs_support import SECRETS, model
 
 PASSWORD = 'el"astic\\pw'

@@ -19,7 +19,7 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
 from obs_support import AMTOOL, PROMTOOL, SECRETS, model, require, tool, write
 
 

@@ -9,8 +9,8 @@ import subprocess
 import yaml
 
 from ansible_collections.opsdeck.stack.plugins.filter.stack import compose_project
-from ansible_collections.opsdeck.stack.plugins.module_utils._compose import render
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose.render import render
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import normalize
 
 RAW = {
     "name": "shop",

@@ -8,8 +8,8 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles"))
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _monitoring  # noqa: E402
-from ansible_collections.opsdeck.stack.plugins.module_utils._compose import render  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose.render import render  # noqa: E402
 from obs_support import RAW, SECRETS, model  # noqa: E402
 
 

@@ -18,7 +18,10 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _elk, _monitoring, _swarm
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.swarm import render as _swarm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "roles"))
@@ -168,7 +171,7 @@ def test_swarm_stack_ships_the_elk_and_grafana(tmp_path):
 
 
 def test_missing_images_leave_out_grafana_or_the_whole_elk():
-    from ansible_collections.opsdeck.stack.plugins.module_utils import _observability
+    from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
     mdl = model("compose")
     assert [entry[0] for entry in _observability.images(mdl)] == [
         "prometheus", "alertmanager", "exporters", "grafana",

@@ -5,8 +5,11 @@ import copy
 
 import pytest
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose, _fidelity, _kubernetes, _swarm
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import ModelError, normalize, proxy_routes
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.swarm import render as _swarm
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import ModelError, normalize, proxy_routes
 
 SECRETS = {"admin_token": "tok-1234567890", "postgres_password": "pg-pass-1234567",
            "redis_password": "redis-pass-12345"}

@@ -13,8 +13,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.opsdeck.stack.plugins.filter.kubernetes import (
     kubernetes_manifests, kubernetes_yaml)
-from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import from_vars, normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import from_vars, normalize
 from k8s_support import by, validation_errors
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))

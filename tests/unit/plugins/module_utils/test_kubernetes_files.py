@@ -3,8 +3,8 @@
 import yaml
 
 from ansible_collections.opsdeck.stack.plugins.filter.kubernetes import kubernetes_files, kubernetes_restorable
-from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import normalize
 
 RAW = {
     "name": "shop", "target": "kubernetes", "environment": "staging",

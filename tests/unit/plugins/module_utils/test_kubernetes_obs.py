@@ -9,8 +9,11 @@ import pytest
 import yaml
 
 from ansible_collections.opsdeck.stack.plugins.filter.kubernetes import kubernetes_manifests
-from ansible_collections.opsdeck.stack.plugins.module_utils import (
-    _elk, _fidelity, _kubernetes, _kubernetes_obs, _monitoring)
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import observability as _kubernetes_obs
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 from test_kubernetes_policy import inventory_model  # noqa: E402  (the vault stand-in)
@@ -451,7 +454,7 @@ def test_host_agents_mount_the_host_read_only_without_host_network(prod):
 
 
 def _compose_node_exporter():
-    from ansible_collections.opsdeck.stack.plugins.module_utils import _compose
+    from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
     model, secrets = inventory_model("prod")
     model["target"] = "compose"
     out = _compose.render(model, secrets, monitoring_files=_monitoring.render(model, secrets))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import (
     ModelError, cpu_millis, images, memory_bytes, normalize, proxy_routes)
 
 GOOD = {

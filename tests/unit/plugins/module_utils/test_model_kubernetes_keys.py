@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import ModelError, normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import ModelError, normalize
 
 GOOD = {
     "name": "shop",

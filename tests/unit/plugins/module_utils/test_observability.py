@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import ModelError, images, normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import ModelError, images, normalize
 
 BASE = {
     "name": "shop",

@@ -5,7 +5,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "roles"))
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity, _monitoring, _swarm  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.swarm import render as _swarm  # noqa: E402
 from obs_support import SECRETS, model  # noqa: E402
 
 

@@ -6,8 +6,8 @@ import subprocess
 import yaml
 
 from ansible_collections.opsdeck.stack.plugins.filter.swarm import swarm_stack
-from ansible_collections.opsdeck.stack.plugins.module_utils import _swarm
-from ansible_collections.opsdeck.stack.plugins.module_utils._model import normalize
+from ansible_collections.opsdeck.stack.plugins.module_utils.swarm import render as _swarm
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import normalize
 
 RAW = {
     "name": "shop",

@@ -134,7 +134,7 @@ def drain_http(drain_ansible):
     root = drain_ansible.env["ANSIBLE_COLLECTIONS_PATH"]
     if root not in sys.path:
         sys.path.append(root)
-    return importlib.import_module("ansible_collections.opsdeck.stack.plugins.module_utils._http")
+    return importlib.import_module("ansible_collections.opsdeck.stack.plugins.module_utils.clients.http")
 
 
 # ---------------------------------------------------------------------------- refapp

@@ -5,7 +5,7 @@
 
 Every server is started by these tests on 127.0.0.1 (random port, temporary directory,
 ``--save ''``) and stopped afterwards. The main paths run the module for real through
-ansible-playbook; the rest call the logic in module_utils/_redis_backup.py directly.
+ansible-playbook; the rest call the logic in module_utils/backup/redis.py directly.
 Data is compared with DEBUG DIGEST (a digest of every key, type and value that does not
 depend on the encoding) plus the exact expiry time of every key (PEXPIRETIME).
 """
@@ -33,8 +33,8 @@ sys.path.insert(0, str(HERE.parents[2]))  # tests/unit, for redis_fixtures
 
 from redis_fixtures import RedisServer, free_port  # noqa: E402  pylint: disable=wrong-import-position
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _redis_backup as rb  # noqa: E402
-from ansible_collections.opsdeck.stack.plugins.module_utils._resp import (  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.backup import redis as rb  # noqa: E402
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.resp import (  # noqa: E402
     RespConnection,
     RespError,
     encode_command,

@@ -25,7 +25,7 @@ users, limits) and turns it into what ``docker stack deploy`` understands:
   ``vip`` is available for clients that cannot re-resolve.
 - Options ``docker stack deploy`` ignores are not emitted (``restart``,
   ``depends_on``, ``container_name``, ``security_opt``, ``expose``); what that costs is
-  reported by the fidelity report (module_utils/_fidelity.py), not silently dropped.
+  reported by the fidelity report (module_utils/model/fidelity.py), not silently dropped.
 
 Nothing here touches a host: the result is data the ``swarm`` role writes and deploys.
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _compose
+from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
 
 STACK_FILE_VERSION = "3.8"
 NAME_MAX = 64

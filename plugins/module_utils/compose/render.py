@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _elk, _monitoring, _observability
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
 
 LABEL_PREFIX = "org.opsdeck"
 SECRETS_DIR = "secrets"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._patterns import IMAGE_REF, SECRET_NAME
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.names import IMAGE_REF, SECRET_NAME
 
 DURATION = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$")
 RETENTION_SIZE = re.compile(r"^[1-9][0-9]*(B|KB|MB|GB|TB|PB)$")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import re
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _fidelity, _observability
-from ansible_collections.opsdeck.stack.plugins.module_utils._patterns import IMAGE_REF, SECRET_NAME
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
+from ansible_collections.opsdeck.stack.plugins.module_utils.common.names import IMAGE_REF, SECRET_NAME
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.opsdeck.stack.plugins.module_utils._resp import (
+from ansible_collections.opsdeck.stack.plugins.module_utils.clients.resp import (
     RespConnection,
     RespConnectionError,
     RespError,

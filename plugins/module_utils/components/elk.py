@@ -305,7 +305,7 @@ def filebeat_config(model):
     stack = model["name"]
     http = {"http.enabled": False}
     if model["target"] == "kubernetes":
-        from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+        from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
         namespace = _kubernetes.k8s_name(stack)
         component = "container.labels.org_opsdeck_component"
         inputs = [{

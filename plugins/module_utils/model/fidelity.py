@@ -77,7 +77,7 @@ def _service_rules(svc, target):
 
 def _namespaces(model):
     """The stack's Kubernetes namespace and that of its host agents."""
-    from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes
+    from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
     namespace = _kubernetes.k8s_name(model["name"])
     return namespace, _kubernetes.agents_namespace(namespace)
 

@@ -43,7 +43,7 @@ import json
 import math
 import re
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import _hpa
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 
 MANAGED_BY = "opsdeck"
 TENANT_LABEL = "opsdeck.io/tenant"
@@ -734,7 +734,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
     narrows Prometheus' egress to the API server (default: any address, ports 443/6443).
     Raises RenderError when something the manifests need is missing.
     """
-    from ansible_collections.opsdeck.stack.plugins.module_utils import _kubernetes_obs
+    from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import observability as _kubernetes_obs
 
     secrets = dict(secrets or {})
     stack = model["name"]

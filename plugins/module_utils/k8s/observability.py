@@ -67,8 +67,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ansible_collections.opsdeck.stack.plugins.module_utils import (
-    _elk, _kubernetes as k, _monitoring, _observability)
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as k
+from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
 
 CONFIG_CHECKSUM_ANNOTATION = "opsdeck.io/config-checksum"
 SA_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
