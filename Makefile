@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export PYTHONPATH := $(CURDIR)/build/collections
 
-.PHONY: help setup link up down test lint sanity unit integration molecule bench build clean
+.PHONY: help setup link up down test lint sanity unit integration molecule bench build clean model-docs
 
 help:
 	@echo "make up      set everything up and deploy the $(ENV) stack to the local Docker engine"
@@ -41,3 +41,7 @@ bench: setup link
 
 build:
 	$(BIN)/ansible-galaxy collection build --force --output-path build/
+
+# The stack model's JSON Schema and field reference, generated from its declaration.
+model-docs: link
+	$(PY) -c "from ansible_collections.opsdeck.stack.plugins.module_utils.model import export; export.write('.')"

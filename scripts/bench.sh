@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks: print figures, assert nothing (speed goals live here, not in tests).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD/build/collections"
 echo "== deploy (dev stack, local Docker engine)"
 python tests/bench/bench_deploy.py

@@ -7,13 +7,13 @@
 #     build/dockerd.pid so that scripts/stop-daemons.sh stops only what we started)
 # Idempotent: a second run only checks.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 mkdir -p build
 log() { printf '[setup] %s\n' "$*"; }
 
 APT_PACKAGES=(docker.io debootstrap nginx redis-server redis-tools postgresql
-              prometheus prometheus-alertmanager openssl curl git make)
+              prometheus prometheus-alertmanager openssl curl git make shellcheck)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -2,7 +2,7 @@
 # The whole test suite (what .ci/run runs): setup, lint, unit tests, the live tests on the
 # local Docker engine (Molecule scenarios included), then stop what setup started.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 bash scripts/setup.sh || exit 1
 trap 'bash "$ROOT/scripts/stop-daemons.sh"' EXIT

@@ -37,9 +37,9 @@ def test_malformed_model_names_every_field(tmp_path):
     out = deploy(tmp_path, {"stack_services": [
         {"name": "Api", "image": "x", "port": 8000, "replicas": -1,
          "autoscaling": {"min": 5, "max": 3, "cpu": 70}, "route": {"path": "/api/"}}]})
-    assert "stack_services[0].name: 'Api' is not valid" in out
-    assert "stack_services[0].replicas: -1 is out of range" in out
-    assert "stack_services[0].autoscaling: min 5 > max 3" in out
+    assert "stack_services[Api].name: 'Api' is not valid" in out
+    assert "stack_services[Api].replicas: -1 is out of range" in out
+    assert "stack_services[Api].autoscaling: min 5 > max 3" in out
     assert "Check the Docker engine" not in out, "validation must come before any host check"
 
 
@@ -51,7 +51,7 @@ def test_unknown_target(tmp_path):
 def test_missing_secret(tmp_path):
     services = [dict(BASE["stack_services"][0], secrets=["api_key"])]
     out = deploy(tmp_path, {"stack_services": services})
-    assert "stack_services[0].secrets[0]: secret 'api_key' is not defined in stack_secrets" in out
+    assert "stack_services[api].secrets: secret 'api_key' is not defined in stack_secrets" in out
 
 
 def test_prod_refuses_placeholder_passwords(tmp_path):

@@ -16,9 +16,8 @@ shows which secret changed without showing it.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import quantity
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
@@ -35,20 +34,11 @@ CONFIG_MOUNTS = {"proxy": CONFIG_DIR + "/proxy/", "prometheus": MONITORING_DIR +
                  "kibana": ELK_DIR + "/kibana/", "filebeat": ELK_DIR + "/filebeat/"}
 
 
-def digest(text, salt=""):
-    """A short, stable digest of ``text`` used in labels and diffs."""
-    data = (salt + "\0" + text).encode("utf-8") if salt else text.encode("utf-8")
-    return "sha256:" + hashlib.sha256(data).hexdigest()[:16]
+digest = _digest.digest
 
 
 def _content_hash(parts):
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
-
-
-def _cpus(millis):
-    text = "%.3f" % (millis / 1000.0)
-    return text.rstrip("0").rstrip(".")
+    return _digest.checksum(parts, 24)
 
 
 def _deploy(svc, replicas):
@@ -59,13 +49,13 @@ def _deploy(svc, replicas):
     if limits:
         resources["limits"] = {}
         if "cpu_millis" in limits:
-            resources["limits"]["cpus"] = _cpus(limits["cpu_millis"])
+            resources["limits"]["cpus"] = quantity.cpus(limits["cpu_millis"])
         if "memory_bytes" in limits:
             resources["limits"]["memory"] = str(limits["memory_bytes"])
     if requests:
         resources["reservations"] = {}
         if "cpu_millis" in requests:
-            resources["reservations"]["cpus"] = _cpus(requests["cpu_millis"])
+            resources["reservations"]["cpus"] = quantity.cpus(requests["cpu_millis"])
         if "memory_bytes" in requests:
             resources["reservations"]["memory"] = str(requests["memory_bytes"])
     if resources:

@@ -38,11 +38,12 @@ Optional per-service keys read defensively (the model does not define them yet):
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import math
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import names
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 
 MANAGED_BY = "opsdeck"
@@ -53,8 +54,8 @@ INGRESS_NAMESPACE = "ingress-nginx"
 NGINX = "nginx.ingress.kubernetes.io/"
 SECRETS_DIR = "/run/secrets"
 SESSION_AFFINITY_TIMEOUT = 3600
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = names.DNS1123_LABEL
+DNS1123_SUBDOMAIN = names.DNS1123_SUBDOMAIN
 RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
 
 # Kinds in the order they are applied (dependencies first).
@@ -138,14 +139,8 @@ class RenderError(ValueError):
 
 
 # --------------------------------------------------------------------------- helpers
-def digest(text, salt):
-    """The short digest of a secret value shown in annotations (never the value)."""
-    return "sha256:" + hashlib.sha256((salt + "\0" + text).encode("utf-8")).hexdigest()[:16]
-
-
-def _checksum(parts):
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+digest = _digest.digest
+_checksum = _digest.checksum
 
 
 def k8s_name(name):

@@ -64,9 +64,9 @@ between these components.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as k
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
@@ -110,8 +110,7 @@ AGENTS_DISCOVERY_ROLE = "prometheus-discovery"
 
 
 # --------------------------------------------------------------------------- helpers
-def _sha(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+_sha = _digest.short_hash
 
 
 def _resources(component):

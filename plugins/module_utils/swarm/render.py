@@ -33,8 +33,8 @@ Nothing here touches a host: the result is data the ``swarm`` role writes and de
 from __future__ import annotations
 
 import copy
-import hashlib
 
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
 from ansible_collections.opsdeck.stack.plugins.module_utils.compose import render as _compose
 
 STACK_FILE_VERSION = "3.8"
@@ -51,7 +51,7 @@ DEFAULT_UPDATE = {"parallelism": 1, "delay": 5, "order": "start-first",
 
 def versioned_name(stack, name, content):
     """``<stack>_<name>_<12 hex of sha256(content)>``, at most 64 characters."""
-    tag = hashlib.sha256(content.encode("utf-8")).hexdigest()[:12]
+    tag = _digest.short_hash(content, 12)
     room = NAME_MAX - len(stack) - len(tag) - 2
     return "%s_%s_%s" % (stack, name[:max(room, 1)], tag)
 

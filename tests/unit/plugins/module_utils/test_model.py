@@ -63,7 +63,7 @@ def test_good_model_is_normalised_with_defaults():
 def test_autoscaling_min_above_max_names_the_field():
     raw = copy.deepcopy(GOOD)
     raw["services"][0]["autoscaling"] = {"min": 5, "max": 3, "cpu": 70}
-    assert "stack_services[0].autoscaling: min 5 > max 3" in errors_of(raw)
+    assert "stack_services[api].autoscaling: min 5 > max 3" in errors_of(raw)
 
 
 def test_every_problem_is_reported_at_once():
@@ -72,17 +72,17 @@ def test_every_problem_is_reported_at_once():
     errors = errors_of(raw)
     assert any(e.startswith("stack_name: 'Shop_1' is not valid") for e in errors)
     assert "stack_target: 'nomad' is not allowed (allowed: compose, swarm, kubernetes)" in errors
-    assert any(e.startswith("stack_services[1].image: 'UPPER CASE' is not valid") for e in errors)
+    assert any(e.startswith("stack_services[worker].image: 'UPPER CASE' is not valid") for e in errors)
 
 
 @pytest.mark.parametrize("field, value, expected", [
-    ("name", "API", "stack_services[0].name: 'API' is not valid (allowed: a DNS-1123 label"),
-    ("name", "postgres", "stack_services[0].name: 'postgres' is reserved"),
-    ("port", 70000, "stack_services[0].port: 70000 is out of range (allowed: 1..65535)"),
-    ("replicas", "two", "stack_services[0].replicas: must be an integer (got 'two')"),
-    ("secrets", ["nope"], "stack_services[0].secrets[0]: secret 'nope' is not defined in stack_secrets"),
-    ("uses", ["mysql"], "stack_services[0].uses[0]: 'mysql' is not allowed (allowed: postgres, redis)"),
-    ("colour", "blue", "stack_services[0].colour: unknown field"),
+    ("name", "API", "stack_services[API].name: 'API' is not valid (allowed: a DNS-1123 label"),
+    ("name", "postgres", "stack_services[postgres].name: 'postgres' is reserved"),
+    ("port", 70000, "stack_services[api].port: 70000 is out of range (allowed: 1..65535)"),
+    ("replicas", "two", "stack_services[api].replicas: must be an integer (got 'two')"),
+    ("secrets", ["nope"], "stack_services[api].secrets: secret 'nope' is not defined in stack_secrets"),
+    ("uses", ["mysql"], "stack_services[api].uses[0]: 'mysql' is not allowed (allowed: postgres, redis)"),
+    ("colour", "blue", "stack_services[api].colour: unknown field"),
 ])
 def test_service_field_errors(field, value, expected):
     raw = copy.deepcopy(GOOD)
@@ -94,25 +94,25 @@ def test_route_errors():
     raw = copy.deepcopy(GOOD)
     raw["services"][0]["route"] = {"path": "api", "rate": "10 per second", "burst": -1}
     errors = errors_of(raw)
-    assert any(e.startswith("stack_services[0].route.path: 'api' is not valid") for e in errors)
-    assert any(e.startswith("stack_services[0].route.rate: '10 per second' is not valid") for e in errors)
-    assert any(e.startswith("stack_services[0].route.burst: -1 is out of range") for e in errors)
+    assert any(e.startswith("stack_services[api].route.path: 'api' is not valid") for e in errors)
+    assert any(e.startswith("stack_services[api].route.rate: '10 per second' is not valid") for e in errors)
+    assert any(e.startswith("stack_services[api].route.burst: -1 is out of range") for e in errors)
 
 
 def test_duplicate_names_and_paths():
     raw = copy.deepcopy(GOOD)
     raw["services"].append(copy.deepcopy(raw["services"][0]))
     errors = errors_of(raw)
-    assert "stack_services[2].name: 'api' is already used by stack_services[0]" in errors
-    assert "stack_services[2].route.path: /api/ is already routed to api" in errors
+    assert "stack_services[api]: the name 'api' is used more than once (allowed: each name once)" in errors
+    assert "stack_services[api].route.path: /api/ is already routed to api" in errors
 
 
 def test_resources_requests_above_limits_and_autoscaling_needs_requests():
     raw = copy.deepcopy(GOOD)
     raw["services"][0]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "500m"}}
     errors = errors_of(raw)
-    assert "stack_services[0].resources.requests.cpu: 2 is above limits.cpu 500m" in errors
-    assert "stack_services[0].autoscaling.memory: a memory target needs resources.requests.memory" in errors
+    assert "stack_services[api].resources.requests.cpu: 2 is above limits.cpu 500m" in errors
+    assert "stack_services[api].autoscaling.memory: a memory target needs resources.requests.memory" in errors
 
 
 def test_missing_secret_for_postgres():

@@ -64,14 +64,14 @@ def test_session_affinity_is_normalised(value, expected):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("sometimes", "stack_services[0].session_affinity: 'sometimes' is not allowed (allowed: true, false, "
+    ("sometimes", "stack_services[api].session_affinity: 'sometimes' is not allowed (allowed: true, false, "
                   "\"ClientIP\", \"None\" or {timeout: 1..86400})"),
-    (1, "stack_services[0].session_affinity: 1 is not allowed"),
-    ([True], "stack_services[0].session_affinity: [True] is not allowed"),
-    ({"timeout": 0}, "stack_services[0].session_affinity.timeout: 0 is out of range (allowed: 1..86400)"),
-    ({"timeout": 86401}, "stack_services[0].session_affinity.timeout: 86401 is out of range"),
-    ({"timeout": "long"}, "stack_services[0].session_affinity.timeout: must be an integer (got 'long')"),
-    ({"timeoutSeconds": 5}, "stack_services[0].session_affinity.timeoutSeconds: unknown field (allowed: timeout)"),
+    (1, "stack_services[api].session_affinity: 1 is not allowed"),
+    ([True], "stack_services[api].session_affinity: [True] is not allowed"),
+    ({"timeout": 0}, "stack_services[api].session_affinity.timeout: 0 is out of range (allowed: 1..86400)"),
+    ({"timeout": 86401}, "stack_services[api].session_affinity.timeout: 86401 is out of range"),
+    ({"timeout": "long"}, "stack_services[api].session_affinity.timeout: must be an integer (got 'long')"),
+    ({"timeoutSeconds": 5}, "stack_services[api].session_affinity.timeoutSeconds: unknown field (allowed: timeout)"),
 ])
 def test_session_affinity_errors_name_the_field(value, expected):
     errors = errors_of(raw_with({"session_affinity": value}))
@@ -83,13 +83,13 @@ def test_tenants_are_dns_labels():
     assert model["tenant"] == "shared-1"
     assert [s["tenant"] for s in model["services"]] == ["acme", None]
     errors = errors_of(raw_with({"tenant": "Acme_Corp"}, tenant="-bad"))
-    assert any(e.startswith("stack_services[0].tenant: 'Acme_Corp' is not valid (allowed: a DNS-1123 label")
+    assert any(e.startswith("stack_services[api].tenant: 'Acme_Corp' is not valid (allowed: a DNS-1123 label")
                for e in errors), errors
     assert any(e.startswith("stack_tenant: '-bad' is not valid") for e in errors), errors
     errors = errors_of(raw_with({"tenant": "a" * 64}))
-    assert any(e.startswith("stack_services[0].tenant: 'aaaa") and "longer than 63" in e for e in errors), errors
+    assert any(e.startswith("stack_services[api].tenant: 'aaaa") and "longer than 63" in e for e in errors), errors
     assert errors_of(raw_with({"tenant": ["acme"]})) == [
-        "stack_services[0].tenant: must be a string (got ['acme'])"]
+        "stack_services[api].tenant: must be a string (got ['acme'])"]
 
 
 @pytest.mark.parametrize("host", ["shop.example.com", "*.shop.example.com", "a-1.b.example"])
@@ -133,7 +133,7 @@ def test_malformed_values_never_traceback_and_name_the_field(where, value):
     elif where == "host":
         raw, prefix = raw_with(proxy={"host": value}), "stack_proxy.host"
     else:
-        raw, prefix = raw_with({where: value}), "stack_services[0].%s" % where
+        raw, prefix = raw_with({where: value}), "stack_services[api].%s" % where
     try:
         model = normalize(raw)
     except ModelError as exc:

@@ -77,7 +77,7 @@ def test_monitoring_errors_name_field_value_and_allowed():
         "stack_monitoring.retention_time: '15 days' is not valid (allowed: a Prometheus duration such as 15d or 12h)",
         "stack_monitoring.retention_size: '10G' is not valid (allowed: a size such as 10GB or 512MB)",
         "stack_monitoring.port: 70000 is out of range (allowed: 0..65535)",
-        "stack_monitoring.redis_queues[0].key: 'bad key' is not valid (allowed: a Redis key",
+        "stack_monitoring.redis_queues[bad key].key: 'bad key' is not valid (allowed: a Redis key",
         "stack_monitoring.redis_queues[1].key: is required",
         "stack_monitoring.redis_queues[1].max_length: 0 is out of range (allowed: 1..1000000000)",
         "stack_monitoring.alerts.latency: unknown field (allowed: ",
@@ -112,7 +112,7 @@ def test_disabled_monitoring_needs_no_secret():
 def test_app_service_may_not_take_a_monitoring_name():
     raw = build()
     raw["services"].append({"name": "node-exporter", "image": "x/y:1"})
-    assert any(e.startswith("stack_services[1].name: 'node-exporter' is reserved") for e in errors_of(raw))
+    assert any(e.startswith("stack_services[node-exporter].name: 'node-exporter' is reserved") for e in errors_of(raw))
 
 
 def test_logging_defaults_follow_the_environment():

@@ -1,0 +1,253 @@
+"""The model's one declaration: the validator, the published JSON Schema and the reference agree.
+
+- The committed docs/stack-model.schema.json and docs/stack-model.md are what the
+  declaration generates (``make model-docs``), so they can never go stale.
+- Every shipped inventory is valid for both the validator and the JSON Schema.
+- For EVERY field of the declaration, a value of the wrong type, out of range, not
+  matching its pattern or choices, an unknown key in every mapping and a missing
+  required field are refused by both, and the validator names the field's path (items
+  by name). A field added to the declaration without a place in FULL fails
+  ``test_every_field_is_exercised``.
+"""
+
+import copy
+import json
+import os
+
+import jsonschema
+import pytest
+import yaml
+
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import export, spec
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.schema import (
+    Bool, Either, Enum, Int, Map, Obj, ObjList, Quantity, Scalar, Str, StrList)
+from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import ModelError, normalize
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+SECRETS = {name: "s3cret-value-%s-0123" % name for name in (
+    "postgres_password", "redis_password", "admin_token", "grafana_admin_password",
+    "slack_webhook_url", "elastic_password", "kibana_system_password", "logstash_writer_password",
+    "pagerduty_routing_key", "tls_cert", "tls_key", "smtp_password", "ops_password")}
+# Every field set (the tests below mutate each one in turn).
+FULL = {
+    "stack_name": "shop", "stack_target": "compose", "stack_environment": "dev",
+    "stack_project_dir": "/opt/shop", "stack_runtime_uid": 10001, "stack_strict": False,
+    "stack_refuse_placeholders": False, "stack_tenant": "acme",
+    "stack_services": [{
+        "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
+        "replicas": 2, "command": ["serve"], "env": {"LOG_FORMAT": "json"},
+        "secrets": ["admin_token"],
+        "health": {"live": "/health/live", "ready": "/health/ready", "probe": "python",
+                   "interval": 5, "timeout": 3, "retries": 5, "start_period": 10},
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
+                      "limits": {"cpu": "1", "memory": "1Gi"}},
+        "autoscaling": {"min": 2, "max": 5, "cpu": 70, "memory": 80},
+        "route": {"path": "/api/", "rate": "10r/s", "burst": 20, "nodelay": True, "conn_limit": 50,
+                  "basic_auth": True, "cors_origins": ["https://app.example.com"],
+                  "strip_prefix": False, "timeout": 30},
+        "uses": ["postgres", "redis"], "depends_on": ["worker"], "user": "10001:10001",
+        "read_only": True, "session_affinity": {"timeout": 600}, "tenant": "acme"},
+        {"name": "worker", "image": "opsdeck/refapp:0.1.0", "session_affinity": "ClientIP"}],
+    "stack_postgres": {"enabled": True, "image": "opsdeck/postgres:15", "storage": "2Gi",
+                       "version": "15", "database": "shop", "user": "shop",
+                       "password_secret": "postgres_password", "max_connections": 100},
+    "stack_redis": {"enabled": True, "image": "opsdeck/redis:7", "storage": "1Gi",
+                    "persistence": "aof", "password_secret": "redis_password",
+                    "maxmemory": "256mb", "maxmemory_policy": "noeviction"},
+    "stack_proxy": {"enabled": True, "image": "opsdeck/nginx:1.22", "port": 8080, "bind": "0.0.0.0",
+                    "replicas": 1, "security_headers": True, "hsts_max_age": 600, "rate": "10r/s",
+                    "burst": 20, "conn_limit": 100, "cors_origins": ["https://app.example.com"],
+                    "basic_auth_users": [{"name": "ops", "password_secret": "ops_password"}],
+                    "client_max_body_size": "10m", "real_ip_from": ["10.0.0.0/8"],
+                    "host": "shop.example.com",
+                    "tls": {"enabled": True, "port": 8443, "cert_secret": "tls_cert",
+                            "key_secret": "tls_key", "redirect_http": True}},
+    "stack_monitoring": {
+        "enabled": True, "retention_time": "15d", "retention_size": "10GB", "scrape_interval": "15s",
+        "evaluation_interval": "15s", "port": 19090,
+        "images": {"prometheus": "opsdeck/prometheus:2.42", "alertmanager": "opsdeck/alertmanager:0.25",
+                   "exporters": "opsdeck/exporters:bookworm", "grafana": "grafana/grafana-oss:10.4.2"},
+        "redis_queues": [{"key": "jobs", "max_length": 100, "for": "5m"}],
+        "alerts": {"error_rate_per_second": 0.1, "error_ratio": 0.05, "latency_p95_seconds": 0.5,
+                   "disk_free_percent": 10, "redis_memory_percent": 90,
+                   "postgres_connections_percent": 80, "quota_usage_percent": 80, "pod_health_ratio": 0.5},
+        "alerting": {"slack": {"channel": "#alerts", "webhook_secret": "slack_webhook_url",
+                               "severities": ["critical"]},
+                     "email": {"to": "ops@example.com", "from": "am@example.com",
+                               "smarthost": "smtp.example.com:587", "auth_username": "am",
+                               "auth_password_secret": "smtp_password", "require_tls": True,
+                               "severities": ["warning"]},
+                     "pagerduty": {"routing_key_secret": "pagerduty_routing_key", "severities": ["critical"]},
+                     "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"},
+        "grafana": {"enabled": True, "admin_user": "admin", "admin_password_secret": "grafana_admin_password",
+                    "port": 13000}},
+    "stack_logging": {
+        "enabled": True, "version": "8.13.4", "retention_days": {"app": 30, "audit": 90},
+        "elasticsearch": {"nodes": 1, "heap": "512m", "storage": "5Gi"},
+        "audit_events": ["login"], "elastic_password_secret": "elastic_password",
+        "kibana_password_secret": "kibana_system_password",
+        "logstash_password_secret": "logstash_writer_password", "kibana_port": 15601},
+    "stack_secrets": SECRETS,
+}
+SCHEMA = json.loads(export.json.dumps(export.json_schema()))
+VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
+
+
+def validate(variables):
+    """(validator errors, JSON Schema errors) of a group_vars dict."""
+    raw = {k[len("stack_"):]: copy.deepcopy(v) for k, v in variables.items() if k.startswith("stack_")}
+    try:
+        normalize(raw)
+        model_errors = []
+    except ModelError as exc:
+        model_errors = exc.errors
+    return model_errors, [e.message for e in VALIDATOR.iter_errors(variables)]
+
+
+def test_generated_files_are_current():
+    with open(os.path.join(ROOT, export.SCHEMA_FILE), encoding="utf-8") as handle:
+        assert json.load(handle) == export.json_schema(), "run `make model-docs`"
+    with open(os.path.join(ROOT, export.REFERENCE_FILE), encoding="utf-8") as handle:
+        assert handle.read() == export.reference(), "run `make model-docs`"
+
+
+def test_schema_is_a_valid_draft7_schema():
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("inventory", ["dev", "staging", "prod"])
+def test_shipped_inventories_are_valid_for_both(inventory):
+    with open(os.path.join(ROOT, "inventories", inventory, "group_vars", "all", "stack.yml"),
+              encoding="utf-8") as handle:
+        variables = yaml.safe_load(handle)
+    assert list(VALIDATOR.iter_errors(variables)) == []
+    raw = {k[len("stack_"):]: v for k, v in variables.items() if k.startswith("stack_")}
+    raw["secrets"] = {name: "s3cret-value-for-%s" % name for name in raw.get("secrets", {})}
+    normalize(raw)
+
+
+def test_full_model_is_valid_for_both():
+    assert validate(FULL) == ([], [])
+
+
+def test_unknown_stack_variable_is_refused_but_others_may_sit_beside():
+    model_errors, schema_errors = validate(dict(FULL, stack_servics=[]))
+    assert any(e.startswith("stack_servics: unknown field") for e in model_errors)
+    assert schema_errors
+    assert not VALIDATOR.is_valid(dict(FULL, stack_servics=[]))
+    assert VALIDATOR.is_valid(dict(FULL, vault_postgres_password="x", compose_wait_timeout=10))
+
+
+def _bad_values(field):
+    """Values ``field`` must refuse, for both the validator and the JSON Schema."""
+    if isinstance(field, Enum):
+        return ["zz-not-allowed"]
+    if isinstance(field, Bool):
+        return ["maybe", [True]]
+    if isinstance(field, Int):
+        out = [["1"]]
+        if field.high is not None:
+            out.append(field.high + 1)
+        if field.low is not None:
+            out.append(field.low - 1)
+        return out
+    if isinstance(field, (Quantity, Str)):
+        out = [["a list"]]
+        if getattr(field, "choices", None):
+            out.append("zz-not-allowed")
+        if getattr(field, "pattern", None) is not None or getattr(field, "shape", None) is not None:
+            out.append("!! not valid !!")
+        return out
+    if isinstance(field, StrList):
+        return ["not-a-list"]
+    if isinstance(field, (Obj, Map)):
+        return [["not", "a", "mapping"]]
+    if isinstance(field, ObjList):
+        return ["not-a-list"]
+    if isinstance(field, Scalar):
+        return [["a", "list"]]
+    if isinstance(field, Either):
+        return [["a", "list"]]
+    raise AssertionError("no bad values for %r" % field)
+
+
+def _label(item, key):
+    return item.get(key) if isinstance(item, dict) and item.get(key) else None
+
+
+def _walk(field, value, path, setter, out, relabel=None):
+    """Append (paths, setter, bad value) for every field present in FULL under ``field``.
+
+    ``paths`` are where the validator must report the problem: the field's path, or, when
+    the mutation changes how an item of a list is named (its name itself, or the whole
+    item), the same path with the item named by its position (``relabel``).
+    """
+    paths = (path,) + ((relabel,) if relabel else ())
+    if path:
+        for bad in _bad_values(field):
+            out.append((paths, setter, bad))
+    if isinstance(field, Either):
+        field = field.mapping if isinstance(value, dict) else None
+    if isinstance(field, Obj) and isinstance(value, dict):
+        unknown = "stack_zz_unknown" if path == "" else path + ".zz_unknown"
+        out.append(((unknown,), lambda bad, s=setter, cur=value: s(dict(cur, zz_unknown=bad)), 1))
+        for key, sub in field.fields.items():
+            if key not in value:
+                continue
+            subpath = "stack_%s" % key if path == "" else "%s.%s" % (path, key)
+            sub_relabel = ("%s.%s" % (relabel, key)) if relabel and key == "name" or \
+                (relabel and key == "key") else None
+
+            def sub_setter(bad, s=setter, cur=value, k=key):
+                return s(dict(cur, **{k: bad}))
+            if sub.required:
+                out.append(((subpath,) + ((sub_relabel,) if sub_relabel else ()),
+                            lambda _bad, s=setter, cur=value, k=key:
+                            s({kk: vv for kk, vv in cur.items() if kk != k}), None))
+            _walk(sub, value[key], subpath, sub_setter, out, sub_relabel)
+    elif isinstance(field, ObjList) and isinstance(value, list):
+        for index, item in enumerate(value):
+            name = _label(item, field.key)
+            item_path = "%s[%s]" % (path, name if name is not None else index)
+
+            def item_setter(bad, s=setter, cur=value, i=index):
+                return s(cur[:i] + [bad] + cur[i + 1:])
+            _walk(field.item, item, item_path, item_setter, out, "%s[%d]" % (path, index))
+
+
+def _cases():
+    out = []
+    _walk(spec.STACK, {k[len("stack_"):]: v for k, v in FULL.items()}, "",
+          lambda bad: {"stack_" + k: v for k, v in bad.items()}, out)
+    return out
+
+
+CASES = _cases()
+
+
+def _describe(case):
+    paths, _setter, bad = case
+    return "%s=%s" % (paths[0], json.dumps(bad))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_describe(c) for c in CASES])
+def test_both_refuse_a_bad_value_and_the_validator_names_the_field(case):
+    paths, setter, bad = case
+    model_errors, schema_errors = validate(setter(bad))
+    assert schema_errors, "the JSON Schema accepts %s = %r" % (paths[0], bad)
+    wanted = [p + ":" for p in paths] + [p + " " for p in paths]
+    if isinstance(bad, str):  # an item named by its (bad) name
+        wanted += [w.replace("[%d]" % i, "[%s]" % bad) for w in wanted for i in range(3)]
+    assert any(e.startswith(tuple(wanted)) for e in model_errors), (paths, bad, model_errors)
+
+
+def test_every_field_is_exercised():
+    covered = {paths[0] for paths, _s, _b in CASES}
+    # the reference's paths use [] for items; FULL names them
+    normalised = {p.split("[")[0] + "".join("[]" + part.split("]", 1)[1] for part in p.split("[")[1:])
+                  for p in covered}
+    rows = set()
+    for key, field in spec.STACK.fields.items():
+        rows.update(row[0] for row in field.rows("stack_" + key) if not row[0].endswith(".<key>"))
+    missing = sorted(r for r in rows if r not in normalised and ".<key>" not in r)
+    assert missing == [], "set these fields in FULL so that they are tested: %s" % missing
