@@ -197,13 +197,13 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
             svc["secrets"] = list(app["secrets"])
             for name in app["secrets"]:
                 add_secret(name)
-        svc["networks"] = ["frontend", "backend"] if app.get("route") else ["backend"]
+        svc["networks"] = ["frontend", "backend"] if app.get("routes") else ["backend"]
         svc["deploy"] = _deploy(app, app["replicas"])
         svc["stop_grace_period"] = "15s"
-        if app.get("health") and app.get("port") and app["health"]["probe"] != "none":
+        if _has_health(model, app["name"]):
+            health = app["health"]
             svc["healthcheck"] = _healthcheck(
-                http_probe(app["port"], app["health"]["ready"], app["health"]["probe"]),
-                app["health"])
+                http_probe(health["target_port"], health["ready"], health["probe"]), health)
         deps = {}
         for dep in app["depends_on"]:
             deps[dep] = {"condition": "service_healthy"
@@ -211,8 +211,11 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
                          else "service_started"}
         if deps:
             svc["depends_on"] = deps
-        if app.get("port"):
-            svc["expose"] = [str(app["port"])]
+        if app.get("ports"):
+            svc["expose"] = [_port_spec(port) for port in app["ports"]]
+            published = [_published(port) for port in app["ports"] if port.get("publish")]
+            if published:
+                svc["ports"] = published
         services[app["name"]] = svc
 
     proxy = model["proxy"]
@@ -249,7 +252,7 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
             "depends_on": {
                 app["name"]: {"condition": "service_healthy" if _has_health(model, app["name"])
                               else "service_started"}
-                for app in model["services"] if app.get("route") and app["replicas"] > 0
+                for app in model["services"] if app.get("routes") and app["replicas"] > 0
             },
             "deploy": {"replicas": proxy["replicas"]} if proxy["replicas"] > 1 else {},
         })
@@ -305,6 +308,16 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
             "hashes": hashes}
 
 
+def _port_spec(port):
+    """``8000`` or ``8000/udp``."""
+    return "%d%s" % (port["port"], "/udp" if port.get("protocol") == "udp" else "")
+
+
+def _published(port):
+    """A published port: ``127.0.0.1:18000:8000`` (``/udp`` for UDP)."""
+    return "%s:%d:%s" % (port["publish"]["address"], port["publish"]["port"], _port_spec(port))
+
+
 def _secret_digest(name, secrets, files, stack):
     if name in secrets:
         return digest(secrets[name], stack + ":" + name)
@@ -317,8 +330,8 @@ def _secret_digest(name, secrets, files, stack):
 def _has_health(model, name):
     for app in model["services"]:
         if app["name"] == name:
-            return bool(app.get("health") and app.get("port")
-                        and app["health"]["probe"] != "none")
+            health = app.get("health")
+            return bool(health and health.get("target_port") and health["probe"] != "none")
     return name in ("postgres", "redis")
 
 

@@ -385,13 +385,15 @@ def _deployment(model, svc, secrets, namespace):
         container["args"] = list(svc["command"])
     if svc.get("env"):
         container["env"] = _env(svc["env"])
-    if svc.get("port"):
-        container["ports"] = [{"name": "http", "containerPort": svc["port"], "protocol": "TCP"}]
+    if svc.get("ports"):
+        container["ports"] = [{"name": port["name"], "containerPort": port["port"],
+                               "protocol": port["protocol"].upper()} for port in svc["ports"]]
         health = svc.get("health")
-        if health and health.get("probe") != "none":
-            container.update(_http_probes(health, "http"))
-        elif not health:
-            container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+        if health and health.get("probe") != "none" and health.get("port"):
+            container.update(_http_probes(health, health["port"]))
+        elif not health and svc["ports"][0]["protocol"] == "tcp":
+            container["readinessProbe"] = {"tcpSocket": {"port": svc["ports"][0]["name"]},
+                                           "periodSeconds": 10}
     resources = _resources(svc)
     if resources:
         container["resources"] = resources
@@ -500,7 +502,8 @@ def _service(model, svc, namespace):
     spec = {
         "type": "ClusterIP",
         "selector": selector(stack, name),
-        "ports": [{"name": "http", "port": svc["port"], "targetPort": "http", "protocol": "TCP"}],
+        "ports": [{"name": port["name"], "port": port["port"], "targetPort": port["name"],
+                   "protocol": port["protocol"].upper()} for port in svc["ports"]],
     }
     timeout = session_affinity(svc)
     if timeout:
@@ -524,10 +527,9 @@ def _headless(model, component, role, port, namespace):
 
 
 # --------------------------------------------------------------------------- ingress
-def _ingress(model, svc, namespace, tls_secret, auth_secret):
+def _ingress(model, svc, route, namespace, tls_secret, auth_secret):
     stack = model["name"]
     proxy = model["proxy"]
-    route = svc["route"]
     annotations = rate_annotations(route)
     annotations[NGINX + "proxy-body-size"] = proxy["client_max_body_size"]
     annotations[NGINX + "proxy-read-timeout"] = str(route["timeout"])
@@ -546,7 +548,7 @@ def _ingress(model, svc, namespace, tls_secret, auth_secret):
         # ingress-nginx balances to endpoints itself: the Service's ClientIP affinity does not
         # apply behind it, so the same stickiness is asked for with a cookie.
         annotations[NGINX + "affinity"] = "cookie"
-        annotations[NGINX + "session-cookie-name"] = "%s-%s" % (stack, svc["name"])
+        annotations[NGINX + "session-cookie-name"] = "%s-%s" % (stack, route["name"])
         annotations[NGINX + "session-cookie-max-age"] = str(timeout)
     if route.get("strip_prefix"):
         prefix = route["path"].rstrip("/")
@@ -554,10 +556,11 @@ def _ingress(model, svc, namespace, tls_secret, auth_secret):
         annotations[NGINX + "use-regex"] = "true"
         annotations[NGINX + "rewrite-target"] = "/$2"
     else:
+        # Prefix matches whole path elements: /api/v1/auth takes /api/v1/auth/x, not /api/v1/authors
         path, path_type = route["path"], "Prefix"
     rule = {"http": {"paths": [{
         "path": path, "pathType": path_type,
-        "backend": {"service": {"name": svc["name"], "port": {"name": "http"}}},
+        "backend": {"service": {"name": svc["name"], "port": {"name": route["port"]}}},
     }]}}
     host = proxy.get("host")
     if host:
@@ -569,7 +572,7 @@ def _ingress(model, svc, namespace, tls_secret, auth_secret):
             tls["hosts"] = [host]
         spec["tls"] = [tls]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": _meta(svc["name"], namespace,
+            "metadata": _meta(route["name"], namespace,
                               labels(stack, svc["name"], "ingress", _tenant(model, svc)),
                               dict(sorted(annotations.items()))),
             "spec": spec}
@@ -616,27 +619,27 @@ def network_policies(model, namespace, ingress_namespace=INGRESS_NAMESPACE):
     egress_rules = {name: [] for name in list(apps) + list(stores)}
     for name, svc in sorted(apps.items()):
         tenant = _tenant(model, svc)
-        if svc.get("route") and svc.get("port"):
+        routed_ports = sorted({route["target_port"] for route in svc.get("routes") or []})
+        if routed_ports:
             ingress_rules[name].append({
                 "from": [{"namespaceSelector": {"matchLabels": {
                     "kubernetes.io/metadata.name": ingress_namespace}}}],
-                "ports": [{"protocol": "TCP", "port": svc["port"]}],
+                "ports": [{"protocol": "TCP", "port": port} for port in routed_ports],
             })
         for dep in svc.get("depends_on") or []:
             if dep in stores and dep in (svc.get("uses") or []):
-                port = stores[dep]["port"]
+                ports = [{"protocol": "TCP", "port": stores[dep]["port"]}]
                 target_tenant = _tenant(model)
-            elif dep in apps and apps[dep].get("port"):
-                port = apps[dep]["port"]
+            elif dep in apps and apps[dep].get("ports"):
+                ports = [{"protocol": port["protocol"].upper(), "port": port["port"]}
+                         for port in apps[dep]["ports"]]
                 target_tenant = _tenant(model, apps[dep])
                 if tenant != target_tenant:
                     continue  # never across tenants
             else:
                 continue
-            egress_rules[name].append({"to": [_peer(model, dep, target_tenant)],
-                                       "ports": [{"protocol": "TCP", "port": port}]})
-            ingress_rules[dep].append({"from": [_peer(model, name, tenant)],
-                                       "ports": [{"protocol": "TCP", "port": port}]})
+            egress_rules[name].append({"to": [_peer(model, dep, target_tenant)], "ports": ports})
+            ingress_rules[dep].append({"from": [_peer(model, name, tenant)], "ports": ports})
     for name in sorted(ingress_rules):
         out.append(_policy(stack, "allow-%s" % name, namespace,
                            {"matchLabels": selector(stack, name)}, ["Ingress", "Egress"],
@@ -749,7 +752,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
 
     # Secrets: one Opaque Secret per stack secret a pod uses (key = the secret's name);
     # the TLS pair becomes one kubernetes.io/tls Secret for the Ingress.
-    routed = [svc for svc in model["services"] if svc.get("route") and svc.get("port")]
+    routed = [svc for svc in model["services"] if svc.get("routes")]
     tls_secret = None
     tls_names = set()
     if proxy["enabled"] and proxy["tls"]["enabled"] and routed:
@@ -776,7 +779,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
     for name in wanted:
         out.append(_secret(model, k8s_name(name), {name: _secret_value(secrets, name)}, namespace))
     auth_secret = None
-    if any(svc["route"].get("basic_auth") for svc in routed):
+    if any(route.get("basic_auth") for svc in routed for route in svc["routes"]):
         if not htpasswd:
             raise RenderError("a route has basic_auth: pass the htpasswd content "
                               "(from the nginx_proxy role) to render the Ingress' auth Secret")
@@ -786,7 +789,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
     out.extend(network_policies(model, namespace, ingress_namespace))
 
     for svc in model["services"]:
-        if svc.get("port"):
+        if svc.get("ports"):
             out.append(_service(model, svc, namespace))
     if model["postgres"]["enabled"]:
         out.append(_headless(model, "postgres", "database", model["postgres"]["port"], namespace))
@@ -803,7 +806,8 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
             out.append(budget)
     if proxy["enabled"]:
         for svc in routed:
-            out.append(_ingress(model, svc, namespace, tls_secret, auth_secret))
+            for route in svc["routes"]:
+                out.append(_ingress(model, svc, route, namespace, tls_secret, auth_secret))
     out.extend(_kubernetes_obs.render(model, secrets, namespace, monitoring_files, elk_files,
                                       api_server_cidrs))
 

@@ -51,12 +51,26 @@ def _service_rules(svc, target):
                           "(not enforced by a scheduler on one host)"))
         else:
             rules.append(("resources.requests", NATIVE, "reservations/requests used to schedule"))
-    if svc.get("route"):
-        how = "Ingress (ingress-nginx annotations)" if target == "kubernetes" else \
+    for route in svc.get("routes") or []:
+        field = "routes[%s]" % route["name"]
+        how = "Ingress %s (ingress-nginx annotations)" % route["name"] if target == "kubernetes" else \
             "nginx location with limit_req/limit_conn"
-        rules.append(("route", NATIVE, how))
-        if target == "kubernetes" and svc["route"].get("basic_auth"):
-            rules.append(("route.basic_auth", NATIVE, "auth-type basic annotation"))
+        rules.append((field, NATIVE, how))
+        if target == "kubernetes" and route.get("basic_auth"):
+            rules.append((field + ".basic_auth", NATIVE, "auth-type basic annotation"))
+    for port in svc.get("ports") or []:
+        if not port.get("publish"):
+            continue
+        field = "ports[%s].publish" % port["name"]
+        if target == "compose":
+            rules.append((field, NATIVE, "published on %s:%d" % (port["publish"]["address"],
+                                                                 port["publish"]["port"])))
+        elif target == "swarm":
+            rules.append((field, NATIVE, "host-mode port %d on every interface of the node running "
+                          "each task (the address does not apply)" % port["publish"]["port"]))
+        else:
+            rules.append((field, DROPPED, "nothing is published on a node: use kubectl port-forward "
+                          "or a route"))
     if svc.get("depends_on"):
         how = {"compose": "depends_on with condition service_healthy",
                "swarm": "no start order in Swarm: tasks restart until what they need answers",

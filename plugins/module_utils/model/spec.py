@@ -24,7 +24,12 @@ PROBES = ("auto", "curl", "wget", "python", "none")
 DATASTORES = ("postgres", "redis")
 RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
 RATE_DESC = 'requests per second or minute, e.g. "10r/s" or "600r/m"'
-ROUTE_PATH = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
+ROUTE_PATH = re.compile(r"^/([A-Za-z0-9._~-]+/)*([A-Za-z0-9._~-]+)?$")
+ROUTE_PATH_DESC = ('a URL path prefix starting with "/", e.g. /api/ (also /api/...) or /api/v1/auth '
+                   '(also /api/v1/auth/..., not /api/v1/authors)')
+# Kubernetes' IANA_SVC_NAME: at most 15 characters, lowercase letters, digits and '-', a letter
+PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+PUBLISH = re.compile(r"^(([0-9]{1,3}\.){3}[0-9]{1,3}:)?[0-9]{1,5}$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/?=&%-]*$")
 HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$")
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -87,9 +92,13 @@ RESOURCES = Obj({
 }, doc="CPU and memory per replica (Kubernetes quantities).",
     example={"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}})
 
-ROUTE = Obj({
+ROUTE_FIELDS = {
+    "name": label("Names the route (the Ingress, the nginx rate-limit zone); default: the service's "
+                  "name for its first route, <service>-<n> for the others."),
     "path": Str("URL path prefix routed to the service.", required=True, pattern=ROUTE_PATH,
-                desc='a URL path that starts and ends with "/", e.g. /api/'),
+                desc=ROUTE_PATH_DESC),
+    "port": Str("The service port (by name) requests go to; default: the first port.",
+                pattern=PORT_NAME, desc="the name of one of the service's ports"),
     "rate": rate("Per-client request rate (nginx limit_req); default stack_proxy.rate."),
     "burst": Int("Requests above the rate queued (or served at once with nodelay); "
                  "default stack_proxy.burst.", low=0, high=100000),
@@ -101,10 +110,23 @@ ROUTE = Obj({
     "cors_origins": StrList("Origins allowed by CORS; default stack_proxy.cors_origins."),
     "strip_prefix": Bool("Remove the path prefix before passing the request on.", default=False),
     "timeout": Int("Seconds to wait for the service's response.", low=1, high=3600, default=60),
-}, doc="How the proxy routes requests to the service.", optional=True,
-    example={"path": "/api/", "rate": "10r/s", "burst": 20})
+}
+ROUTE = Obj(ROUTE_FIELDS, doc="How the proxy routes requests to the service.",
+            example={"path": "/api/", "rate": "10r/s", "burst": 20})
+PORT = Obj({
+    "name": Str("The port's name (Kubernetes port name).", required=True, pattern=PORT_NAME,
+                desc="at most 15 lowercase letters, digits and '-', with a letter"),
+    "port": Int("The port the service listens on.", low=1, high=65535, required=True),
+    "protocol": Str("tcp or udp.", choices=("tcp", "udp"), default="tcp"),
+    "publish": Str("Publish on the host: a port, or address:port (default address 127.0.0.1). "
+                   "Compose and Swarm (host mode) only; refused where stack_allow_host_ports is "
+                   "false (the default in prod).", pattern=PUBLISH,
+                   desc='a host port such as 18000, or "0.0.0.0:8000"'),
+}, doc="A port the service listens on.", example={"name": "admin", "port": 8080, "publish": 18080})
 
 HEALTH = Obj({
+    "port": Str("The port (by name) the probes call; default: the first port.", pattern=PORT_NAME,
+                desc="the name of one of the service's ports"),
     "live": Str("Liveness path (default: the ready path).", pattern=HTTP_PATH,
                 desc="an HTTP path starting with /"),
     "ready": Str("Readiness path (default: the live path).", pattern=HTTP_PATH,
@@ -131,7 +153,10 @@ SERVICE = Obj({
     "image": image("The image to run.", required=True),
     "build": Str("A built-in recipe to build the image from when it cannot be pulled.",
                  choices=sorted(set(BUILD_RECIPES.values()))),
-    "port": Int("The port the service listens on.", low=1, high=65535),
+    "port": Int("The port the service listens on (shorthand for ports: [{name: http, port: ...}]).",
+                low=1, high=65535),
+    "ports": ObjList(PORT, doc="The ports the service listens on (the first is its main port).",
+                     example=[{"name": "http", "port": 8000}, {"name": "admin", "port": 8080}]),
     "replicas": Int("How many replicas run.", low=0, high=1000, default=1),
     "command": StrList("The command's arguments."),
     "env": Map(Scalar(), doc="Environment variables.",
@@ -141,7 +166,9 @@ SERVICE = Obj({
     "health": HEALTH,
     "resources": RESOURCES,
     "autoscaling": AUTOSCALING,
-    "route": ROUTE,
+    "route": Obj(ROUTE_FIELDS, doc="Shorthand for routes: [<route>].", optional=True),
+    "routes": ObjList(ROUTE, doc="How the proxy routes requests to the service, one item per path.",
+                      example=[{"path": "/api/"}, {"path": "/admin/", "port": "admin", "basic_auth": True}]),
     "uses": StrList("Data stores the service connects to (wires their settings and secrets).",
                     item=Str(choices=DATASTORES)),
     "depends_on": StrList("Services that must be up (healthy) first.",
@@ -241,6 +268,8 @@ STACK = Obj({
     "runtime_uid": Int("The uid (and gid) containers run as.", low=1, high=2 ** 31, default=10001),
     "strict": Bool("Refuse a model the target cannot render in full (see the fidelity report).",
                    default=False),
+    "allow_host_ports": Bool("Allow services to publish ports on the host (ports[].publish); "
+                             "default: true except in prod."),
     "refuse_placeholders": Bool("Refuse placeholder and weak secrets (default: true in prod)."),
     "tenant": label("The tenant the whole stack belongs to."),
     "services": ObjList(SERVICE, doc="The application's services."),

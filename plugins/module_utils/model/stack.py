@@ -85,11 +85,64 @@ def _resources(resources, path, ctx):
     return out
 
 
-def _service(path, svc, proxy, ctx):
+def _ports(path, svc, allow_host_ports, ctx):
+    """``port`` is shorthand for one port named http; published ports only where allowed."""
+    if svc["port"] is not None and svc["ports"]:
+        ctx.err(path + ".port", "give either port or ports, not both")
+    if svc["port"] is not None and not svc["ports"]:
+        svc["ports"] = [{"name": "http", "port": svc["port"], "protocol": "tcp", "publish": None}]
+    seen = {}
+    for port in svc["ports"]:
+        ppath = "%s.ports[%s]" % (path, port["name"])
+        key = (port["port"], port["protocol"])
+        if key in seen:
+            ctx.err(ppath + ".port", "%d/%s is already the port %s" % (key[0], key[1], seen[key]))
+        seen[key] = port["name"]
+        if port["publish"] is not None:
+            if not allow_host_ports:
+                ctx.err(ppath + ".publish", "publishing on the host is refused here (stack_allow_host_ports "
+                                            "is false, the default in prod)")
+            address, _sep, number = port["publish"].rpartition(":")
+            if not 1 <= int(number) <= 65535:
+                ctx.err(ppath + ".publish", "%s is out of range (allowed: 1..65535)" % number)
+            port["publish"] = {"address": address or "127.0.0.1", "port": int(number)}
+    svc["port"] = svc["ports"][0]["port"] if svc["ports"] else None
+
+
+def _routes(path, svc, proxy, port_numbers, ctx):
+    """``route`` is shorthand for one route; defaults come from the proxy; ports by name."""
+    shorthand = svc.pop("route")
+    if shorthand is not None and svc["routes"]:
+        ctx.err(path + ".route", "give either route or routes, not both")
+    routes = svc["routes"] or ([shorthand] if shorthand is not None else [])
+    for index, route in enumerate(routes):
+        route["name"] = route["name"] or (svc["name"] if index == 0 else "%s-%d" % (svc["name"], index + 1))
+        rpath = path + (".route" if shorthand is not None and not svc["routes"] else ".routes[%s]" % route["name"])
+        for key in ("rate", "burst", "conn_limit"):
+            if route[key] is None:
+                route[key] = proxy[key]
+        route["cors_origins"] = route["cors_origins"] or list(proxy["cors_origins"])
+        if not port_numbers:
+            ctx.err(rpath, "needs the service's port (set %s.port or %s.ports)" % (path, path))
+            continue
+        route["port"] = route["port"] or next(iter(port_numbers))
+        if route["port"] not in port_numbers:
+            ctx.err(rpath + ".port", "%s is not a port of this service (ports: %s)" % (
+                short(route["port"]), ", ".join(port_numbers)))
+        elif [p for p in svc["ports"] if p["name"] == route["port"]][0]["protocol"] != "tcp":
+            ctx.err(rpath + ".port", "%s is a UDP port (a route needs TCP)" % short(route["port"]))
+        route["target_port"] = port_numbers.get(route["port"])
+        route["where"] = rpath
+    svc["routes"] = routes
+
+
+def _service(path, svc, proxy, allow_host_ports, ctx):
     """The rules of one service beyond its schema; fills the defaults that depend on others."""
     if svc["name"] in RESERVED:
         ctx.err(path + ".name", "%s is reserved for a platform component (reserved: %s)" % (
             short(svc["name"]), ", ".join(RESERVED)))
+    _ports(path, svc, allow_host_ports, ctx)
+    port_numbers = {p["name"]: p["port"] for p in svc["ports"] if p["name"]}
     health = svc["health"]
     if health is not None:
         if not health["live"] and not health["ready"]:
@@ -97,14 +150,12 @@ def _service(path, svc, proxy, ctx):
         else:
             health["ready"] = health["ready"] or health["live"]
             health["live"] = health["live"] or health["ready"]
-    route = svc["route"]
-    if route is not None:
-        for key in ("rate", "burst", "conn_limit"):
-            if route[key] is None:
-                route[key] = proxy[key]
-        route["cors_origins"] = route["cors_origins"] or list(proxy["cors_origins"])
-        if svc["port"] is None:
-            ctx.err(path + ".route", "needs the service's port (set %s.port)" % path)
+            health["port"] = health["port"] or next(iter(port_numbers), None)
+            if health["port"] is not None and health["port"] not in port_numbers:
+                ctx.err(path + ".health.port", "%s is not a port of this service (ports: %s)" % (
+                    short(health["port"]), ", ".join(port_numbers) or "none"))
+            health["target_port"] = port_numbers.get(health["port"])
+    _routes(path, svc, proxy, port_numbers, ctx)
     affinity = svc["session_affinity"]
     if affinity in (None, False, "None"):
         svc["session_affinity"] = None
@@ -165,6 +216,8 @@ def normalize(raw):
         "runtime_uid": data["runtime_uid"],
         "strict": data["strict"],
         "tenant": data["tenant"],
+        "allow_host_ports": data["allow_host_ports"] if data["allow_host_ports"] is not None
+        else environment != "prod",
     }
     secrets = data["secrets"]
     clean_secrets = _secrets(secrets, refuse, environment, ctx)
@@ -195,16 +248,25 @@ def normalize(raw):
     services = data["services"]
     names = {svc["name"] for svc in services if svc["name"]}
     routes = {}
+    route_names = {}
+    allow_host_ports = data["allow_host_ports"]
+    if allow_host_ports is None:
+        allow_host_ports = environment != "prod"
     for path, svc in _item_paths(raw, "services", services):
-        _service(path, svc, proxy, ctx)
-        route = svc["route"]
-        if route and route["path"]:
-            other = routes.get(route["path"])
-            if other:
-                ctx.err(path + ".route.path", "%s is already routed to %s" % (route["path"], other))
-            routes[route["path"]] = svc["name"]
+        _service(path, svc, proxy, allow_host_ports, ctx)
+        for route in svc["routes"]:
+            rpath = route.pop("where", path + ".routes[%s]" % route["name"])
+            if route["path"]:
+                other = routes.get(route["path"].rstrip("/") or "/")
+                if other:
+                    ctx.err(rpath + ".path", "%s is already routed to %s" % (route["path"], other))
+                routes[route["path"].rstrip("/") or "/"] = svc["name"]
+            if route["name"] in route_names:
+                ctx.err(rpath + ".name", "%s is already the name of a route of %s (allowed: each route "
+                        "name once in the stack)" % (short(route["name"]), route_names[route["name"]]))
+            route_names[route["name"]] = svc["name"]
             if route["basic_auth"] and not proxy["basic_auth_users"]:
-                ctx.err(path + ".route.basic_auth", "needs stack_proxy.basic_auth_users (none defined)")
+                ctx.err(rpath + ".basic_auth", "needs stack_proxy.basic_auth_users (none defined)")
         for dep in svc["depends_on"]:
             if dep not in names and dep not in DATASTORES:
                 ctx.err(path + ".depends_on", "%s is not a service of this stack" % short(dep))
@@ -232,6 +294,7 @@ def normalize(raw):
         ctx.err("stack_proxy.enabled", "the proxy is enabled but no service has a route "
                                        "(add a route to a service or disable the proxy)")
 
+    model["host_ports"] = _host_ports(proxy, model["monitoring"], model["logging"], services, ctx)
     if ctx.errors:
         raise ModelError(ctx.errors)
 
@@ -250,6 +313,36 @@ def normalize(raw):
     if strict:
         raise ModelError(strict)
     return model
+
+
+def _host_ports(proxy, monitoring, logging, services, ctx):
+    """Every port the stack publishes on a Docker host, [{port, field}]; each one once."""
+    wanted = []
+    if proxy["enabled"]:
+        wanted.append((proxy["port"], "stack_proxy.port"))
+        if proxy["tls"]["enabled"]:
+            wanted.append((proxy["tls"]["port"], "stack_proxy.tls.port"))
+    if monitoring["enabled"]:
+        wanted.append((monitoring["port"], "stack_monitoring.port"))
+        if monitoring["grafana"]["enabled"]:
+            wanted.append((monitoring["grafana"]["port"], "stack_monitoring.grafana.port"))
+    if logging["enabled"]:
+        wanted.append((logging["kibana_port"], "stack_logging.kibana_port"))
+    for svc in services:
+        for port in svc["ports"]:
+            if port.get("publish"):
+                wanted.append((port["publish"]["port"], "stack_services[%s].ports[%s].publish" % (
+                    svc["name"], port["name"])))
+    out, seen = [], {}
+    for number, field in wanted:
+        if not number:
+            continue
+        if number in seen:
+            ctx.err(field, "%d is already published by %s" % (number, seen[number]))
+            continue
+        seen[number] = field
+        out.append({"port": number, "field": field})
+    return out
 
 
 def _replicas_warning(raw_services, svc, ctx):
@@ -326,15 +419,13 @@ def from_vars(variables):
 
 def proxy_routes(model):
     """The nginx_proxy role's routes for a Compose or Swarm stack (upstream = service DNS)."""
-    routes = []
+    out = []
     for svc in model["services"]:
-        route = svc.get("route")
-        if not route or not svc.get("port"):
-            continue
-        item = dict(route)
-        item["name"] = svc["name"]
-        item["upstreams"] = ["%s:%d" % (svc["name"], svc["port"])]
-        if svc.get("health"):
-            item["health_path"] = svc["health"]["ready"]
-        routes.append(item)
-    return routes
+        health = svc.get("health")
+        for route in svc.get("routes") or []:
+            item = {key: value for key, value in route.items() if key not in ("port", "target_port")}
+            item["upstreams"] = ["%s:%d" % (svc["name"], route["target_port"])]
+            if health and health.get("target_port") == route["target_port"]:
+                item["health_path"] = health["ready"]
+            out.append(item)
+    return out

@@ -76,6 +76,15 @@ def monitor_seconds(healthcheck, floor=10):
     return max(floor, start + (interval + timeout) * (retries + 1) + 5)
 
 
+def _host_port(spec):
+    """Compose's ``address:published:target[/udp]`` as a Swarm host-mode port (the address
+    does not apply: host mode publishes on every interface of the node)."""
+    _address, published, target = spec.rsplit(":", 2)
+    target, _sep, protocol = target.partition("/")
+    return {"target": int(target), "published": int(published), "protocol": protocol or "tcp",
+            "mode": "host"}
+
+
 def _tmpfs_mounts(svc):
     return [{"type": "tmpfs", "target": path} for path in svc.pop("tmpfs", [])]
 
@@ -105,6 +114,8 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
 
     config_defs, config_names = {}, {}
     services = project["services"]
+    published_apps = {app["name"] for app in model["services"]
+                      if any(port.get("publish") for port in app.get("ports") or [])}
     for name, svc in services.items():
         component = svc["labels"].get("org.opsdeck.component", name)
         health = svc.get("healthcheck")
@@ -143,6 +154,9 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             # One per node, wherever the swarm grows.
             deploy.pop("replicas", None)
             deploy["mode"] = "global"
+        elif name in published_apps:
+            # The model asked for these: host mode, on every interface of the task's node.
+            svc["ports"] = [_host_port(spec) for spec in svc.pop("ports")]
         elif name != "proxy" and svc.get("ports"):
             # Only the edge publishes on Swarm (host-mode ports bind every interface there);
             # reach the others from a manager with `docker exec` or an SSH tunnel.
@@ -157,12 +171,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             deploy["rollback_config"] = {"parallelism": 1, "order": "stop-first"}
             continue
         if name == "proxy":
-            ports = []
-            for spec in svc.pop("ports", []):
-                _bind, published, target = spec.rsplit(":", 2)
-                ports.append({"target": int(target), "published": int(published),
-                              "protocol": "tcp", "mode": "host"})
-            svc["ports"] = ports
+            svc["ports"] = [_host_port(spec) for spec in svc.pop("ports", [])]
             deploy["replicas"] = model["proxy"]["replicas"]
             # Host-mode ports: one task per node, and the old task must free the port first.
             deploy["placement"] = {"max_replicas_per_node": 1}

@@ -169,6 +169,10 @@ def _cases(tmp, ports):
                 _route("burst", "/burst/", "127.0.0.1:%d" % ports["backend"], rate="1r/s", burst=2),
                 _route("slowconn", "/slow/", "127.0.0.1:%d" % ports["backend"], rate="100r/s", burst=100,
                        conn_limit=1),
+                # seed 003 writes its routes without a trailing slash
+                _route("auth", "/api/v1/auth", "127.0.0.1:%d" % ports["backend"], rate="100r/s", burst=100),
+                _route("bare", "/bare", "127.0.0.1:%d" % ports["backend"], rate="100r/s", burst=100,
+                       strip_prefix=True),
             ],
             "nginx_proxy_listen_address": "127.0.0.1",
             "nginx_proxy_listen_port": ports["nginx"],
@@ -463,15 +467,15 @@ def test_config_hash_covers_all_files(results):
 # --- input errors ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("case, expected", [
-    ("bad_inputs", ["nginx_proxy_routes[0].rate", '"10/s"', "<n>r/s or <n>r/m"]),
-    ("bad_inputs", ["nginx_proxy_routes[0].burst: -1", ">= 0"]),
-    ("bad_inputs", ["nginx_proxy_routes[1].name", "Api_1", "DNS-1123"]),
+    ("bad_inputs", ["nginx_proxy_routes[api].rate", '"10/s"', "<n>r/s or <n>r/m"]),
+    ("bad_inputs", ["nginx_proxy_routes[api].burst: -1", ">= 0"]),
+    ("bad_inputs", ["nginx_proxy_routes[Api_1].name", "Api_1", "DNS-1123"]),
     ("bad_inputs", ["nginx_proxy_default_rate: 'fast'"]),
     ("bad_inputs", ["nginx_proxy_tls.key is empty", "nginx_proxy_tls.enabled"]),
-    ("bad_inputs", ["nginx_proxy_routes[1].basic_auth", "nginx_proxy_basic_auth_users is empty"]),
+    ("bad_inputs", ["nginx_proxy_routes[Api_1].basic_auth", "nginx_proxy_basic_auth_users is empty"]),
     ("bad_inputs", ["duplicate path", "/api/"]),
     ("bad_inputs", ["nginx_proxy_listen_port: 80", "1024-65535"]),
-    ("bad_inputs", ["nginx_proxy_routes[2].upstreams", "host:port"]),
+    ("bad_inputs", ["nginx_proxy_routes[bad-upstream].upstreams", "host:port"]),
     ("bad_types", ["burst", "lots"]),
     ("bad_types", ["brust", "Supported parameters"]),
     ("nginx_rejects", ["nginx -t rejected", "key values mismatch"]),
@@ -570,6 +574,18 @@ def test_live_health_404_and_proxying(live_nginx):
     assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     headers = _get(live_nginx + "/echo/y", {"Origin": "https://evil.example.net"})[1]
     assert "Access-Control-Allow-Origin" not in headers
+
+
+def test_live_route_without_trailing_slash_takes_the_path_and_below_only(live_nginx):
+    for path in ("/api/v1/auth", "/api/v1/auth/", "/api/v1/auth/login?x=1"):
+        status, headers, body = _get(live_nginx + path)
+        assert status == 200 and json.loads(body)["path"] == path, (path, status, body)
+    status = _get(live_nginx + "/api/v1/authors")[0]
+    assert status == 404, "a route /api/v1/auth must not take /api/v1/authors"
+    # strip_prefix on such a route: /bare -> /, /bare/x -> /x
+    assert json.loads(_get(live_nginx + "/bare")[2])["path"] == "/"
+    assert json.loads(_get(live_nginx + "/bare/x/y")[2])["path"] == "/x/y"
+    assert _get(live_nginx + "/barely")[0] == 404
 
 
 def test_live_rate_limit_answers_json_429(live_nginx):

@@ -85,6 +85,8 @@ class Config:
         self.app_name = env.get("APP_NAME") or "refapp"
         self.host = env.get("APP_HOST") or "0.0.0.0"
         self.port = _env_int("APP_PORT", 8000)
+        # More ports served by the same application (a service with several ports).
+        self.extra_ports = [int(p) for p in (env.get("APP_EXTRA_PORTS") or "").split(",") if p.strip()]
         self.version = env.get("APP_VERSION") or "0.0.0"
         self.fail_ready = _env_bool("APP_FAIL_READY")
         # Answer not-ready for this long after start (a slow start, for tests).
@@ -123,6 +125,7 @@ class Config:
             "app_name": self.app_name,
             "version": self.version,
             "port": self.port,
+            "extra_ports": self.extra_ports,
             "tenants": self.tenants,
             "database": ("%s:%s/%s" % (self.db_host, self.db_port, self.db_name)) if self.db_host else None,
             "redis": ("%s:%s" % (self.redis_host, self.redis_port)) if self.redis_host else None,
@@ -952,7 +955,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _api_work(self, method, path):
         app = self.app
-        base = {"app": app.config.app_name, "version": app.config.version, "hostname": app.hostname}
+        base = {"app": app.config.app_name, "version": app.config.version, "hostname": app.hostname,
+                "port": self.server.server_address[1]}
         if path in ("/api", "/api/", "/api/hello"):
             return self._json(200, dict(base, message="hello", tenant_id=self.tenant))
         if path == "/api/work":
@@ -1045,9 +1049,19 @@ def make_server(config):
     return app, server
 
 
+def extra_servers(app, config):
+    """The servers of APP_EXTRA_PORTS, each serving in a thread of its own."""
+    handler = type("BoundHandler", (Handler,), {"app": app})
+    servers = [Server((config.host, port), handler) for port in config.extra_ports]
+    for extra in servers:
+        threading.Thread(target=extra.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    return servers
+
+
 def main():
     config = Config()
     app, server = make_server(config)
+    extras = extra_servers(app, config)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -1062,6 +1076,8 @@ def main():
 
         def stop_serving():
             time.sleep(max(0.0, config.shutdown_delay))
+            for extra in extras:
+                extra.shutdown()
             server.shutdown()
         threading.Thread(target=stop_serving, daemon=True).start()
 
@@ -1070,6 +1086,8 @@ def main():
     app.log.log("info", "startup", listen="%s:%d" % server.server_address[:2], config=config.public())
     server.serve_forever(poll_interval=0.2)
     server.server_close()  # stop accepting: the listening socket is closed now
+    for extra in extras:
+        extra.server_close()
     deadline = time.monotonic() + config.shutdown_timeout
     while app.metrics.inflight() > 0 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -51,10 +51,12 @@ def test_good_model_is_normalised_with_defaults():
     assert api["env"]["DATABASE_HOST"] == "postgres"
     assert api["env"]["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
     assert api["depends_on"] == ["postgres", "redis"]
-    assert api["route"] == {"path": "/api/", "rate": "10r/s", "burst": 20, "nodelay": True,
-                            "conn_limit": 100, "basic_auth": False, "cors_origins": [],
-                            "strip_prefix": False, "timeout": 60}
-    assert model["services"][1]["replicas"] == 1 and model["services"][1]["route"] is None
+    assert api["routes"] == [{"name": "api", "path": "/api/", "port": "http", "target_port": 8000,
+                              "rate": "10r/s", "burst": 20, "nodelay": True, "conn_limit": 100,
+                              "basic_auth": False, "cors_origins": [], "strip_prefix": False,
+                              "timeout": 60}]
+    assert api["ports"] == [{"name": "http", "port": 8000, "protocol": "tcp", "publish": None}]
+    assert model["services"][1]["replicas"] == 1 and model["services"][1]["routes"] == []
     assert model["project_dir"] == "/opt/shop"
     assert model["redis"]["password_secret"] is None
     assert "a-long-enough-secret" not in repr(model), "secret values must not leak into the model"
