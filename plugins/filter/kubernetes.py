@@ -48,6 +48,16 @@ def kubernetes_files(manifests, write_secrets=True):
                                       dump=_dump)
 
 
+def stack_hpa_params(model, service):
+    """hpa_tune's parameters for the autoscaling of ``service`` (by name): the same the deploy
+    renders its HorizontalPodAutoscaler from."""
+    model = _plain(model)
+    for svc in model["services"]:
+        if svc["name"] == service and svc.get("autoscaling"):
+            return _kubernetes.hpa_params(model, svc, _kubernetes.namespace_of(model))
+    raise AnsibleFilterError("stack_hpa_params: %r is not an autoscaled service of the stack" % service)
+
+
 def kubernetes_restorable(obj):
     """An object read from the cluster, without status and server-owned metadata (rollback)."""
     return _kubernetes.restorable(_plain(obj))
@@ -62,4 +72,5 @@ class FilterModule:
             "kubernetes_yaml": kubernetes_yaml,
             "kubernetes_files": kubernetes_files,
             "kubernetes_restorable": kubernetes_restorable,
+            "stack_hpa_params": stack_hpa_params,
         }

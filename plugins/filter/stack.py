@@ -51,13 +51,14 @@ _Dumper.add_representer(str, _str_presenter)
 
 
 def compose_project(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None):
-    """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}}."""
+    """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}, "volume_init": [...]}."""
     result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
                              _plain(monitoring_files or []), _plain(elk_files or []))
     text = yaml.dump(result["project"], Dumper=_Dumper, sort_keys=False,
                      default_flow_style=False, width=120)
     header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"
-    return {"yaml": header + text, "files": result["files"], "hashes": result["hashes"]}
+    return {"yaml": header + text, "files": result["files"], "hashes": result["hashes"],
+            "volume_init": result["volume_init"]}
 
 
 def stack_without(model, components):

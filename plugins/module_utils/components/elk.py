@@ -306,7 +306,7 @@ def filebeat_config(model):
     http = {"http.enabled": False}
     if model["target"] == "kubernetes":
         from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
-        namespace = _kubernetes.k8s_name(stack)
+        namespace = _kubernetes.namespace_of(model)
         component = "container.labels.org_opsdeck_component"
         inputs = [{
             "type": "filestream", "id": "%s-containers" % stack,

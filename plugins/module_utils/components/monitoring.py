@@ -100,7 +100,7 @@ def exporters(model):
 def agents_namespace(model):
     """The Kubernetes namespace of the stack's host agents (``<namespace>-agents``)."""
     from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
-    return _kubernetes.agents_namespace(_kubernetes.k8s_name(model["name"]))
+    return _kubernetes.agents_namespace(_kubernetes.namespace_of(model))
 
 
 def _targets(model, name, port):

@@ -27,6 +27,8 @@ SECRETS_DIR = "secrets"
 CONFIG_DIR = "config"
 LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
 MONITORING_DIR = CONFIG_DIR + "/monitoring"
+# The application services' own files (stack_services[].files), one directory each.
+SERVICES_DIR = CONFIG_DIR + "/services"
 ELK_DIR = CONFIG_DIR + "/elk"
 # Services whose bind-mounted configuration rolls them when it changes.
 CONFIG_MOUNTS = {"proxy": CONFIG_DIR + "/proxy/", "prometheus": MONITORING_DIR + "/prometheus/",
@@ -183,40 +185,9 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
         volumes["redisdata"] = {}
         services["redis"] = svc
 
+    volume_init = []
     for app in model["services"]:
-        svc = _base(model, app["name"], app["image"])
-        if app.get("user"):
-            svc["user"] = app["user"]
-        if not app.get("read_only", True):
-            svc.pop("read_only")
-        if app.get("command"):
-            svc["command"] = list(app["command"])
-        if app["env"]:
-            svc["environment"] = dict(app["env"])
-        if app["secrets"]:
-            svc["secrets"] = list(app["secrets"])
-            for name in app["secrets"]:
-                add_secret(name)
-        svc["networks"] = ["frontend", "backend"] if app.get("routes") else ["backend"]
-        svc["deploy"] = _deploy(app, app["replicas"])
-        svc["stop_grace_period"] = "15s"
-        if _has_health(model, app["name"]):
-            health = app["health"]
-            svc["healthcheck"] = _healthcheck(
-                http_probe(health["target_port"], health["ready"], health["probe"]), health)
-        deps = {}
-        for dep in app["depends_on"]:
-            deps[dep] = {"condition": "service_healthy"
-                         if dep in ("postgres", "redis") or _has_health(model, dep)
-                         else "service_started"}
-        if deps:
-            svc["depends_on"] = deps
-        if app.get("ports"):
-            svc["expose"] = [_port_spec(port) for port in app["ports"]]
-            published = [_published(port) for port in app["ports"] if port.get("publish")]
-            if published:
-                svc["ports"] = published
-        services[app["name"]] = svc
+        services.update(_app_service(model, app, secrets, files, volumes, add_secret, volume_init))
 
     proxy = model["proxy"]
     if proxy["enabled"]:
@@ -270,6 +241,7 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
     if (model.get("logging") or {}).get("enabled"):
         _elk_services(model, elk_files or [], services, files, volumes, add_secret)
 
+    apps = {app["name"] for app in model["services"]}
     # Secret files and the labels that roll the services using them.
     for name in sorted(used_secrets):
         if name in secrets:
@@ -279,6 +251,10 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
         names = [s if isinstance(s, str) else s["source"] for s in svc.get("secrets", [])]
         parts = {"secrets": {n: _secret_digest(n, secrets, files, stack) for n in sorted(names)}}
         mounted = [CONFIG_MOUNTS[name]] if name in CONFIG_MOUNTS else []
+        if svc.get("env_file"):
+            parts["env"] = {path: _secret_digest(path, secrets, files, stack) for path in svc["env_file"]}
+        if name in apps:
+            mounted = ["%s/%s/" % (SERVICES_DIR, name)]
         if name.startswith("es-"):
             # not the setup files: the role loads those through the API, no restart needed
             mounted = [ELK_DIR + "/elasticsearch/%s/" % name, ELK_DIR + "/elasticsearch/jvm"]
@@ -305,7 +281,7 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
     if secret_defs:
         project["secrets"] = {k: secret_defs[k] for k in sorted(secret_defs)}
     return {"project": project, "files": sorted(files, key=lambda f: f["path"]),
-            "hashes": hashes}
+            "hashes": hashes, "volume_init": volume_init}
 
 
 def _port_spec(port):
@@ -322,9 +298,94 @@ def _secret_digest(name, secrets, files, stack):
     if name in secrets:
         return digest(secrets[name], stack + ":" + name)
     for item in files:
-        if item["path"] == "%s/%s" % (SECRETS_DIR, name):
+        if item["path"] in ("%s/%s" % (SECRETS_DIR, name), name.lstrip("./")):
             return digest(item["content"], stack + ":" + name)
     return "missing"
+
+
+def env_file_line(key, value):
+    """``KEY="value"`` for Compose's env_file: double quotes, with \\, ", $ and newlines
+    escaped, so any value (a password with $ or #, a PEM) arrives as written."""
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+               .replace("\n", "\\n"))
+    return '%s="%s"\n' % (key, escaped)
+
+
+def _app_service(model, app, secrets, files, volumes, add_secret, volume_init):
+    """The Compose service of an application service: {name: service}.
+
+    Its new named volumes are listed in ``volume_init``: a volume Docker creates belongs to
+    root unless the image has the directory, so the role creates it and hands it to the
+    service's user once (a one-off container of the same image), before Compose starts.
+    """
+    name = app["name"]
+    svc = _base(model, name, app["image"])
+    out = {name: svc}
+    if app.get("user"):
+        svc["user"] = app["user"]
+    if not app.get("read_only", True):
+        svc.pop("read_only")
+    if app.get("command"):
+        svc["command"] = list(app["command"])
+    if app["env"]:
+        svc["environment"] = dict(app["env"])
+    if app.get("env_secrets"):
+        # The values stay out of compose.yaml: a 0600 file Compose reads when it starts the service.
+        path = "%s/env-%s" % (SECRETS_DIR, name)
+        files.append({"path": path, "mode": "0600", "secret": True, "content": "".join(
+            env_file_line(key, str(secrets.get(secret, ""))) for key, secret in sorted(app["env_secrets"].items()))})
+        svc["env_file"] = ["./" + path]
+    if app["secrets"]:
+        svc["secrets"] = list(app["secrets"])
+        for secret in app["secrets"]:
+            add_secret(secret)
+    svc["networks"] = ["frontend", "backend"] if app.get("routes") else ["backend"]
+    svc["deploy"] = _deploy(app, app["replicas"])
+    svc["stop_grace_period"] = "15s"
+    if _has_health(model, name):
+        health = app["health"]
+        svc["healthcheck"] = _healthcheck(
+            http_probe(health["target_port"], health["ready"], health["probe"]), health)
+    deps = {}
+    for dep in app["depends_on"]:
+        deps[dep] = {"condition": "service_healthy"
+                     if dep in ("postgres", "redis") or _has_health(model, dep)
+                     else "service_started"}
+    if app.get("ports"):
+        svc["expose"] = [_port_spec(port) for port in app["ports"]]
+        published = [_published(port) for port in app["ports"] if port.get("publish")]
+        if published:
+            svc["ports"] = published
+    mounts = []
+    owner = svc["user"]
+    for volume in app.get("volumes") or []:
+        suffix = ":ro" if volume["read_only"] else ""
+        if volume["type"] == "volume":
+            key = "%s-%s" % (name, volume["name"])
+            volumes[key] = {}
+            mounts.append("%s:%s%s" % (key, volume["path"], suffix))
+            volume_init.append({"key": key, "volume": "%s_%s" % (model["name"], key), "image": app["image"],
+                                "owner": owner, "path": volume["path"]})
+        elif volume["type"] == "bind":
+            mounts.append("%s:%s%s" % (volume["source"], volume["path"], suffix))
+        else:
+            tmpfs = {"type": "tmpfs", "target": volume["path"]}
+            if volume["size"]:
+                tmpfs["tmpfs"] = {"size": quantity.to_bytes(volume["size"])}
+            mounts.append(tmpfs)
+    uid = owner.split(":")[0]
+    for item in app.get("files") or []:
+        path = "%s/%s/%s" % (SERVICES_DIR, name, item["key"])
+        entry = {"path": path, "content": item["content"], "mode": item["mode"], "secret": False}
+        if uid.isdigit():
+            entry["owner"] = int(uid)  # readable by the service whatever the mode
+        files.append(entry)
+        mounts.append("./%s:%s:ro" % (path, item["path"]))
+    if mounts:
+        svc["volumes"] = mounts
+    if deps:
+        svc["depends_on"] = deps
+    return out
 
 
 def _has_health(model, name):

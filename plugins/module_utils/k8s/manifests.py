@@ -49,49 +49,36 @@ from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _h
 MANAGED_BY = "opsdeck"
 TENANT_LABEL = "opsdeck.io/tenant"
 CHECKSUM_ANNOTATION = "opsdeck.io/secrets-checksum"
+FILES_CHECKSUM_ANNOTATION = "opsdeck.io/files-checksum"
 INGRESS_CLASS = "nginx"
 INGRESS_NAMESPACE = "ingress-nginx"
 NGINX = "nginx.ingress.kubernetes.io/"
 SECRETS_DIR = "/run/secrets"
 SESSION_AFFINITY_TIMEOUT = 3600
+# The claim of a persistent volume whose model gives no size.
+DEFAULT_VOLUME_SIZE = "1Gi"
 DNS1123_LABEL = names.DNS1123_LABEL
 DNS1123_SUBDOMAIN = names.DNS1123_SUBDOMAIN
 RATE = re.compile(r"^([1-9][0-9]*)r/([sm])$")
 
 # Kinds in the order they are applied (dependencies first).
 KIND_ORDER = ("Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "ConfigMap",
-              "NetworkPolicy", "Service", "StatefulSet", "Deployment", "DaemonSet", "Job",
+              "PersistentVolumeClaim", "NetworkPolicy", "Service", "StatefulSet", "Deployment",
+              "DaemonSet", "Job",
               "HorizontalPodAutoscaler", "PodDisruptionBudget", "Ingress")
 # The file name prefix of each kind (GitOps layout). Kinds added later share the prefix of
 # the phase they are applied in (ConfigMaps with Secrets, DaemonSets and Jobs with the
 # workloads; "04-configmap" < "04-secret" and "08-deployment" < "08-job" keep the order), so
 # no existing file is ever renamed.
 FILE_PREFIX = {"Namespace": 0, "ServiceAccount": 1, "Role": 2, "RoleBinding": 3, "Secret": 4,
-               "ConfigMap": 4, "NetworkPolicy": 5, "Service": 6, "StatefulSet": 7,
+               "ConfigMap": 4, "PersistentVolumeClaim": 4, "NetworkPolicy": 5, "Service": 6, "StatefulSet": 7,
                "Deployment": 8, "DaemonSet": 8, "Job": 8, "HorizontalPodAutoscaler": 9,
                "PodDisruptionBudget": 10, "Ingress": 11}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
 
-# Scaling behaviour of the design: up by max(+50 %, +2 pods) per 60 s; down by
-# min(-10 %, -1 pod) per 60 s after a 300 s stabilisation window.
-HPA_SCALE_UP = {"percent": 50, "pods": 2, "period": 60, "select": "max"}
-HPA_SCALE_DOWN = {"percent": 10, "pods": 1, "period": 60, "select": "min", "stabilization": 300}
-
-# RBAC roles from the seeds: 000's tenant-operator and 001's pod-reader.
-ROLES = {
-    "tenant-operator": [
-        {"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"],
-         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["services", "configmaps"],
-         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"],
-         "verbs": ["get", "list", "watch"]},
-    ],
-    "pod-reader": [
-        {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
-    ],
-}
+# The API group of the kinds an Object metric may describe.
+OBJECT_API_VERSIONS = {"Ingress": "networking.k8s.io/v1", "Deployment": "apps/v1",
+                       "StatefulSet": "apps/v1", "Service": "v1"}
 
 DATASTORE_PROBE = {"periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6}
 
@@ -114,6 +101,8 @@ POLICY_SKIPS = {
                   "the renderer does not invent sizes",
     "CKV_K8S_13": "the stack model sets no resources.limits.memory for this workload; "
                   "the renderer does not invent sizes",
+    "CKV_K8S_38": "the stack model gives this workload a service account with token: true "
+                  "(it calls the Kubernetes API); its Role says what the token may do",
 }
 # The host agents (node exporter, Filebeat: DaemonSets in the ``<namespace>-agents``
 # namespace of privileged Pod Security, see _kubernetes_obs) knowingly fall short of these;
@@ -303,12 +292,16 @@ def _secret_volume(names):
 
 
 def _pod_template(model, component, tenant, container, volumes, secret_names, secrets,
-                  uid_gid, spread=True):
+                  uid_gid, spread=True, env_secret_names=(), files=()):
+    """A pod template; its checksum annotations roll the pods when a secret they mount or
+    read into the environment changes (``secrets-checksum``), or a file (``files-checksum``)."""
     stack = model["name"]
     pod_labels = labels(stack, component, None, tenant)
     annotations = {CHECKSUM_ANNOTATION: _checksum(
         {name: digest(_secret_value(secrets, name), stack + ":" + name)
-         for name in sorted(secret_names)})}
+         for name in sorted(set(secret_names) | set(env_secret_names))})}
+    if files:
+        annotations[FILES_CHECKSUM_ANNOTATION] = _checksum({f["key"]: digest(f["content"]) for f in files})
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     vols = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     if secret_names:
@@ -371,7 +364,53 @@ def _env(mapping):
 
 
 # --------------------------------------------------------------------------- workloads
+def _app_volumes(svc, container):
+    """The pod volumes and claim templates of a service's volumes and files.
+
+    Returns (pod volumes, volumeClaimTemplates, shared claims): a persistent volume
+    ReadWriteOnce gives each replica its own claim (the service becomes a StatefulSet),
+    ReadWriteMany one PersistentVolumeClaim shared by every replica; tmpfs is an emptyDir
+    in memory; files come from the service's ConfigMap, each at its path (subPath).
+    A bind mount (a host directory) is not rendered: the fidelity report says so.
+    """
+    mounts, volumes, templates, shared = [], [], [], []
+    for volume in svc.get("volumes") or []:
+        name = "vol-%s" % volume["name"]
+        if volume["type"] == "bind":
+            continue
+        mount = {"name": name, "mountPath": volume["path"]}
+        if volume["read_only"]:
+            mount["readOnly"] = True
+        mounts.append(mount)
+        if volume["type"] == "tmpfs":
+            empty = {"medium": "Memory"}
+            if volume["size"]:
+                empty["sizeLimit"] = volume["size"]
+            volumes.append({"name": name, "emptyDir": empty})
+            continue
+        claim = {"accessModes": [volume["access"]],
+                 "resources": {"requests": {"storage": volume["size"] or DEFAULT_VOLUME_SIZE}}}
+        if volume["class"]:
+            claim["storageClassName"] = volume["class"]
+        if volume["access"] == "ReadWriteOnce":
+            templates.append({"metadata": {"name": name}, "spec": claim})
+        else:
+            claim_name = "%s-%s" % (svc["name"], volume["name"])
+            shared.append((claim_name, claim))
+            volumes.append({"name": name, "persistentVolumeClaim": {"claimName": claim_name}})
+    if svc.get("files"):
+        volumes.append({"name": "files", "configMap": {
+            "name": "%s-files" % svc["name"],
+            "items": [{"key": f["key"], "path": f["key"], "mode": int(f["mode"], 8)} for f in svc["files"]]}})
+        mounts.extend({"name": "files", "mountPath": f["path"], "subPath": f["key"], "readOnly": True}
+                      for f in svc["files"])
+    container["volumeMounts"] = mounts
+    return volumes, templates, shared
+
+
 def _deployment(model, svc, secrets, namespace):
+    """The workload of an app service: a Deployment, or a StatefulSet when each replica needs
+    a persistent volume of its own."""
     stack = model["name"]
     name = svc["name"]
     tenant = _tenant(model, svc)
@@ -383,8 +422,11 @@ def _deployment(model, svc, secrets, namespace):
     }
     if svc.get("command"):
         container["args"] = list(svc["command"])
-    if svc.get("env"):
-        container["env"] = _env(svc["env"])
+    env = _env(svc.get("env") or {}) + [
+        {"name": key, "valueFrom": {"secretKeyRef": {"name": k8s_name(secret), "key": secret}}}
+        for key, secret in sorted((svc.get("env_secrets") or {}).items())]
+    if env:
+        container["env"] = sorted(env, key=lambda item: item["name"])
     if svc.get("ports"):
         container["ports"] = [{"name": port["name"], "containerPort": port["port"],
                                "protocol": port["protocol"].upper()} for port in svc["ports"]]
@@ -397,20 +439,58 @@ def _deployment(model, svc, secrets, namespace):
     resources = _resources(svc)
     if resources:
         container["resources"] = resources
-    template = _pod_template(model, name, tenant, container, [], svc.get("secrets") or [],
-                             secrets, _uid_gid(model, svc))
+    volumes, templates, _shared = _app_volumes(svc, container)
+    template = _pod_template(model, name, tenant, container, volumes, svc.get("secrets") or [],
+                             secrets, _uid_gid(model, svc),
+                             env_secret_names=(svc.get("env_secrets") or {}).values(),
+                             files=svc.get("files") or ())
+    account = svc.get("service_account")
+    if account:
+        token = any(a["name"] == account and a["token"]
+                    for a in (model.get("kubernetes") or {}).get("service_accounts") or [])
+        template["spec"]["serviceAccountName"] = account
+        template["spec"]["automountServiceAccountToken"] = token
     spec = {
         "selector": {"matchLabels": selector(stack, name)},
         "revisionHistoryLimit": 5,
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": template,
     }
+    kind = workload_kind(svc)
+    if templates:
+        spec.update({"serviceName": name, "podManagementPolicy": "Parallel",
+                     "updateStrategy": {"type": "RollingUpdate"}, "volumeClaimTemplates": [
+                         {"metadata": dict(t["metadata"], labels=labels(stack, name, "app", tenant)),
+                          "spec": t["spec"]} for t in templates]})
+    else:
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     if not svc.get("autoscaling"):
         spec = dict({"replicas": svc["replicas"]}, **spec)
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
+    return {"apiVersion": "apps/v1", "kind": kind,
             "metadata": _meta(name, namespace, labels(stack, name, "app", tenant)),
             "spec": spec}
+
+
+def workload_kind(svc):
+    """Deployment, or StatefulSet when a persistent volume is ReadWriteOnce (one per replica)."""
+    return "StatefulSet" if any(v["type"] == "volume" and v["access"] == "ReadWriteOnce"
+                                for v in svc.get("volumes") or []) else "Deployment"
+
+
+def _app_config(model, svc, namespace):
+    """The ConfigMap of a service's files and the claims its replicas share."""
+    stack = model["name"]
+    out = []
+    if svc.get("files"):
+        out.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": _meta("%s-files" % svc["name"], namespace,
+                                      labels(stack, svc["name"], "config", _tenant(model, svc))),
+                    "data": {f["key"]: f["content"] for f in svc["files"]}})
+    for claim_name, claim in _app_volumes(svc, {})[2]:
+        out.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": _meta(claim_name, namespace,
+                                      labels(stack, svc["name"], "storage", _tenant(model, svc))),
+                    "spec": claim})
+    return out
 
 
 def _statefulset(model, component, role, container, secret_names, secrets, namespace,
@@ -640,6 +720,10 @@ def network_policies(model, namespace, ingress_namespace=INGRESS_NAMESPACE):
                 continue
             egress_rules[name].append({"to": [_peer(model, dep, target_tenant)], "ports": ports})
             ingress_rules[dep].append({"from": [_peer(model, name, tenant)], "ports": ports})
+    for policy in (model.get("kubernetes") or {}).get("network_policies") or []:
+        item = _policy(stack, policy["name"], namespace, {}, [])
+        item["spec"] = dict(policy["spec"])
+        out.append(item)
     for name in sorted(ingress_rules):
         out.append(_policy(stack, "allow-%s" % name, namespace,
                            {"matchLabels": selector(stack, name)}, ["Ingress", "Egress"],
@@ -649,40 +733,93 @@ def network_policies(model, namespace, ingress_namespace=INGRESS_NAMESPACE):
 
 # --------------------------------------------------------------------------- rbac
 def rbac(model, namespace):
+    """The model's Roles, service accounts and their RoleBindings (none by default)."""
     stack = model["name"]
+    section = model.get("kubernetes") or {}
     out = []
-    for role, rules in sorted(ROLES.items()):
-        lbls = labels(stack, role, "rbac")
-        out.append({"apiVersion": "v1", "kind": "ServiceAccount",
-                    "metadata": _meta(role, namespace, lbls),
-                    "automountServiceAccountToken": False})
+    for role in section.get("roles") or []:
         out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                    "metadata": _meta(role, namespace, lbls), "rules": rules})
-        out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": _meta(role, namespace, lbls),
-                    "subjects": [{"kind": "ServiceAccount", "name": role, "namespace": namespace}],
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}})
+                    "metadata": _meta(role["name"], namespace, labels(stack, role["name"], "rbac")),
+                    "rules": [_policy_rule(rule) for rule in role["rules"]]})
+    for account in section.get("service_accounts") or []:
+        lbls = labels(stack, account["name"], "rbac")
+        out.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": _meta(account["name"], namespace, lbls),
+                    "automountServiceAccountToken": bool(account["token"])})
+        for role in account["roles"]:
+            out.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": _meta("%s-%s" % (account["name"], role), namespace, lbls),
+                        "subjects": [{"kind": "ServiceAccount", "name": account["name"],
+                                      "namespace": namespace}],
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}})
     return out
 
 
+def _policy_rule(rule):
+    out = {"apiGroups": list(rule["api_groups"]), "resources": list(rule["resources"]),
+           "verbs": list(rule["verbs"])}
+    if rule.get("resource_names"):
+        out["resourceNames"] = list(rule["resource_names"])
+    return out
+
+
+def namespace_of(model):
+    """The stack's namespace: stack_kubernetes.namespace, else its name."""
+    return k8s_name((model.get("kubernetes") or {}).get("namespace") or model["name"])
+
+
 # --------------------------------------------------------------------------- scaling
-def hpa(model, svc, namespace):
-    """The autoscaling/v2 HPA of a service, built by hpa_tune's own spec builder."""
+def hpa_params(model, svc, namespace):
+    """hpa_tune's parameters for a service's autoscaling: the deploy renders its HPA from them
+    and playbooks/autoscale.yml passes the same to hpa_tune, so both make the same HPA."""
     auto = svc["autoscaling"]
     params = {
-        "target": {"kind": "Deployment", "name": svc["name"]},
+        "name": svc["name"],
+        "namespace": namespace,
+        "target": {"kind": workload_kind(svc), "name": svc["name"]},
         "min_replicas": auto["min"],
         "max_replicas": auto["max"],
         "cpu_utilization": auto.get("cpu"),
         "memory_utilization": auto.get("memory"),
-        "scale_up": HPA_SCALE_UP,
-        "scale_down": HPA_SCALE_DOWN,
     }
-    errors = _hpa.validate_params(dict(params, name=svc["name"], namespace=namespace))
+    behavior = auto.get("behavior") or {}
+    for direction in ("scale_up", "scale_down"):
+        rules = behavior.get(direction)
+        if rules:
+            params[direction] = {key: value for key, value in rules.items() if value is not None}
+    return params
+
+
+def metric_spec(metric):
+    """An HPA metric (Pods, External or Object) from a model's autoscaling.metrics item."""
+    selector = {"matchLabels": dict(metric["selector"])} if metric.get("selector") else None
+    ident = {"name": metric["name"]}
+    if selector:
+        ident["selector"] = selector
+    average = metric["type"] == "pods" or metric.get("average")
+    target = {"type": "AverageValue", "averageValue": metric["target"]} if average else \
+        {"type": "Value", "value": metric["target"]}
+    if metric["type"] == "pods":
+        return {"type": "Pods", "pods": {"metric": ident, "target": target}}
+    if metric["type"] == "external":
+        return {"type": "External", "external": {"metric": ident, "target": target}}
+    return {"type": "Object", "object": {
+        "metric": ident, "target": target,
+        "describedObject": {"kind": metric["object_kind"], "name": metric["object_name"],
+                            "apiVersion": OBJECT_API_VERSIONS.get(metric["object_kind"], "v1")}}}
+
+
+def hpa(model, svc, namespace):
+    """The autoscaling/v2 HPA of a service, built by hpa_tune's own spec builder."""
+    params = hpa_params(model, svc, namespace)
+    errors = _hpa.validate_params(params)
     if errors:
-        raise RenderError("stack_services.%s.autoscaling: %s" % (svc["name"], "; ".join(errors)))
+        raise RenderError("stack_services[%s].autoscaling: %s" % (svc["name"], "; ".join(errors)))
     desired = _hpa.build_desired(params)[0]
     spec = _hpa.merge_spec({}, desired)
+    extra = [metric_spec(metric) for metric in svc["autoscaling"].get("metrics") or []]
+    if extra:
+        spec["metrics"] = list(spec.get("metrics") or []) + extra
     return _hpa.render_manifest(svc["name"], namespace, spec,
                                 labels=labels(model["name"], svc["name"], "autoscaler",
                                               _tenant(model, svc)))
@@ -736,15 +873,16 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
 
     secrets = dict(secrets or {})
     stack = model["name"]
-    namespace = k8s_name(stack)
+    namespace = namespace_of(model)
     tenant = _tenant(model)
     proxy = model["proxy"]
     out = []
 
+    pod_security = (model.get("kubernetes") or {}).get("pod_security") or "restricted"
     ns_labels = labels(stack, stack, "namespace", tenant)
     ns_labels.update({
         "kubernetes.io/metadata.name": namespace,
-        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce": pod_security,
         "pod-security.kubernetes.io/enforce-version": "latest",
     })
     out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(namespace, None, ns_labels)})
@@ -765,6 +903,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
     used = set()
     for svc in model["services"]:
         used.update(svc.get("secrets") or [])
+        used.update((svc.get("env_secrets") or {}).values())
     if model["postgres"]["enabled"]:
         used.add(model["postgres"]["password_secret"])
     if model["redis"]["enabled"] and model["redis"].get("password_secret"):
@@ -798,6 +937,7 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
         out.append(_headless(model, "redis", "cache", model["redis"]["port"], namespace))
         out.append(_redis(model, secrets, namespace))
     for svc in model["services"]:
+        out.extend(_app_config(model, svc, namespace))
         out.append(_deployment(model, svc, secrets, namespace))
         if svc.get("autoscaling"):
             out.append(hpa(model, svc, namespace))
@@ -834,6 +974,9 @@ def policy_skips(manifest):
                                    ("CKV_K8S_13", "limits", "memory")):
             if not (resources.get(kind) or {}).get(field):
                 wanted.add(check)
+    if pod.get("automountServiceAccountToken") and manifest["kind"] in ("Deployment", "StatefulSet") \
+            and manifest["metadata"]["labels"].get("app.kubernetes.io/component") == "app":
+        wanted.add("CKV_K8S_38")
     if manifest["kind"] == "DaemonSet" and manifest["metadata"]["name"] in HOST_AGENTS:
         wanted.update(_host_agent_skips(pod))
     return [(check, POLICY_SKIPS[check]) for check in sorted(wanted)]

@@ -58,6 +58,25 @@ def _service_rules(svc, target):
         rules.append((field, NATIVE, how))
         if target == "kubernetes" and route.get("basic_auth"):
             rules.append((field + ".basic_auth", NATIVE, "auth-type basic annotation"))
+    for key in sorted(svc.get("env_secrets") or {}):
+        field = "env.%s" % key
+        if target == "compose":
+            rules.append((field, NATIVE, "env_file 0600 beside compose.yaml (not in compose.yaml; the "
+                          "value is in the container's environment)"))
+        elif target == "swarm":
+            rules.append((field, EMULATED, "env_file read by docker stack deploy: the value is part of "
+                          "the service spec (docker service inspect shows it); a secret file is safer"))
+        else:
+            rules.append((field, NATIVE, "secretKeyRef to the Secret"))
+    if svc.get("files"):
+        how = {"compose": "bind-mounted read-only from the project directory; a change recreates "
+                          "the service (config-hash label)",
+               "swarm": "Swarm configs named by content; a change rolls the service",
+               "kubernetes": "ConfigMap %s-files, one subPath mount per file; a change rolls the "
+                             "pods (files-checksum annotation)" % svc["name"]}[target]
+        rules.append(("files", NATIVE, how))
+    for volume in svc.get("volumes") or []:
+        rules.extend(_volume_rules(volume, target))
     for port in svc.get("ports") or []:
         if not port.get("publish"):
             continue
@@ -81,6 +100,8 @@ def _service_rules(svc, target):
             rules.append(("session_affinity", NATIVE, "Service sessionAffinity ClientIP"))
         else:
             rules.append(("session_affinity", DROPPED, "nginx balances requests round robin"))
+    if svc.get("service_account") and target != "kubernetes":
+        rules.append(("service_account", DROPPED, "Kubernetes only: no API token on %s" % target))
     if svc.get("tenant"):
         if target == "kubernetes":
             rules.append(("tenant", NATIVE, "tenant label; NetworkPolicies keep tenants apart"))
@@ -89,10 +110,38 @@ def _service_rules(svc, target):
     return rules
 
 
+def _volume_rules(volume, target):
+    """(field, status, how) of one volume of a service."""
+    field = "volumes[%s]" % volume["name"]
+    kind = volume["type"]
+    if kind == "tmpfs":
+        return [(field, NATIVE, "tmpfs" if target != "kubernetes" else "emptyDir in memory")]
+    if kind == "bind":
+        if target == "kubernetes":
+            return [(field, DROPPED, "a host directory is not mounted on Kubernetes (hostPath breaks "
+                     "the restricted Pod Security): use a volume or files")]
+        how = "bind mount of %s" % volume["source"]
+        if target == "swarm":
+            how += " (the directory must exist on every node that runs a task)"
+        return [(field, NATIVE, how)]
+    if target == "kubernetes":
+        how = ("a claim per replica (StatefulSet volumeClaimTemplates)" if volume["access"] == "ReadWriteOnce"
+               else "one PersistentVolumeClaim shared by the replicas (%s)" % volume["access"])
+        return [(field, NATIVE, how)]
+    rules = [(field, NATIVE, "named volume" + (
+        ", handed to the service's user by a one-off init container" if target == "compose"
+        else " on the node running the task: the image must create %s owned by its user" % volume["path"]))]
+    for key in ("size", "class"):
+        if volume.get(key):
+            rules.append(("%s.%s" % (field, key), DROPPED, "a local named volume has no %s on %s" % (
+                "size limit" if key == "size" else "storage class", target)))
+    return rules
+
+
 def _namespaces(model):
     """The stack's Kubernetes namespace and that of its host agents."""
     from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
-    namespace = _kubernetes.k8s_name(model["name"])
+    namespace = _kubernetes.namespace_of(model)
     return namespace, _kubernetes.agents_namespace(namespace)
 
 
@@ -119,6 +168,15 @@ def report(model, target=None):
     for svc in model["services"]:
         for field, status, how in _service_rules(svc, target):
             add("stack_services[%s].%s" % (svc["name"], field), status, how)
+    section = model.get("kubernetes") or {}
+    for key in ("roles", "service_accounts", "network_policies"):
+        for item in section.get(key) or []:
+            field = "stack_kubernetes.%s[%s]" % (key, item["name"])
+            if target == "kubernetes":
+                add(field, NATIVE, {"roles": "Role", "service_accounts": "ServiceAccount (and its "
+                                    "RoleBindings)", "network_policies": "NetworkPolicy"}[key])
+            else:
+                add(field, DROPPED, "Kubernetes only: nothing on %s" % target)
     status, how = _update_rule(target)
     add("rolling updates", status, how)
     for store in ("postgres", "redis"):

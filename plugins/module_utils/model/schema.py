@@ -527,3 +527,44 @@ class Enum(Field):
 
     def json_schema(self):
         return self.documented({"enum": list(self.values)})
+
+
+class Data(Field):
+    """Structured data (a mapping or a list, nested freely), rendered into a file as YAML or
+    JSON; only strings, numbers, booleans and nulls at the leaves."""
+
+    type_name = "a mapping or a list"
+
+    def read(self, value, path, ctx):
+        if not isinstance(value, (dict, list)):
+            ctx.err(path, "must be a mapping or a list (got %s)" % short(value))
+            return None
+        bad = _first_bad_leaf(value)
+        if bad is not None:
+            ctx.err(path, "holds %s, which a YAML or JSON file cannot (allowed: strings, numbers, "
+                          "booleans, null, mappings with string keys, lists)" % short(bad))
+            return None
+        return value
+
+    def json_schema(self):
+        return self.documented({"type": ["object", "array"]})
+
+
+def _first_bad_leaf(value):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return key
+            bad = _first_bad_leaf(item)
+            if bad is not None:
+                return bad
+        return None
+    if isinstance(value, list):
+        for item in value:
+            bad = _first_bad_leaf(item)
+            if bad is not None:
+                return bad
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    return value

@@ -16,7 +16,7 @@ import re
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import names, quantity
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability
 from ansible_collections.opsdeck.stack.plugins.module_utils.model.schema import (
-    Bool, Either, Enum, Int, Map, Obj, ObjList, Quantity, Scalar, Str, StrList)
+    Bool, Data, Either, Enum, Int, Map, Num, Obj, ObjList, Quantity, Scalar, Str, StrList)
 
 TARGETS = ("compose", "swarm", "kubernetes")
 PERSISTENCE = ("aof", "rdb", "none")
@@ -35,6 +35,10 @@ HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 ABS_PATH = re.compile(r"^/[A-Za-z0-9._/-]+$")
 SESSION_AFFINITY_TIMEOUT = 3600
+FILE_MODE = re.compile(r"^0?[0-7]{3}$")
+STORAGE_CLASS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+VOLUME_TYPES = ("volume", "bind", "tmpfs")
+ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany")
 UID_GID = re.compile(r"^[0-9]+(:[0-9]+)?$")
 
 # Images the platform builds itself from Debian packages (see roles/images).
@@ -140,13 +144,100 @@ HEALTH = Obj({
 }, doc="HTTP health checks on the service's port.", optional=True,
     example={"live": "/health/live", "ready": "/health/ready"})
 
+SCALING_RULES = Obj({
+    "percent": Int("Change by this percent of the current replicas per period.", low=1, high=1000),
+    "pods": Int("Change by this many pods per period.", low=1, high=1000),
+    "period": Int("Seconds each policy counts over.", low=1, high=1800, default=60),
+    "select": Str("max: the policy that changes most; min: the one that changes least; disabled: "
+                  "never in this direction.", choices=("max", "min", "disabled"), default="max"),
+    "stabilization": Int("Seconds of recommendations considered before changing (default: "
+                         "Kubernetes' own, 0 up and 300 down).", low=0, high=3600),
+}, doc="One direction of the scaling behaviour.", optional=True,
+    example={"percent": 50, "pods": 2, "period": 60, "select": "max"})
+
+HPA_METRIC = Obj({
+    "name": Str("The metric's name (as the metrics adapter serves it).", required=True,
+                pattern=re.compile(r"^[A-Za-z_:][A-Za-z0-9_:.-]*$"), desc="a metric name"),
+    "type": Str("pods: averaged over the pods; external: from outside the cluster (a queue's "
+                "length, a consumer lag); object: of one object (object_kind/object_name).",
+                choices=("pods", "external", "object"), default="pods"),
+    "target": Str("Target value (pods: average per pod; external/object: the value, or the "
+                  "average per pod with average: true).", required=True,
+                  pattern=re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|Ki|Mi|Gi)?$"),
+                  desc='a quantity such as "100", "1.5" or "500m"'),
+    "average": Bool("external/object: compare the value per pod (AverageValue).", default=False),
+    "selector": Map(Str(), doc="Labels selecting the series."),
+    "object_kind": Str("object: the object's kind (e.g. Ingress).", pattern=re.compile(r"^[A-Z][A-Za-z]+$"),
+                       desc="a kind such as Ingress"),
+    "object_name": label("object: the object's name."),
+}, doc="A custom or external metric the autoscaler follows.",
+    example={"name": "kafka_consumergroup_lag", "type": "external", "target": "100",
+             "selector": {"topic": "checkin"}})
+
+CAPACITY = Obj({
+    "peak_rate": Num("The total rate to serve at peak.", low=0, high=10 ** 9, required=True),
+    "per_pod_rate": Num("The rate one replica sustains.", low=0, high=10 ** 9, required=True),
+    "headroom_percent": Num("Extra capacity above the peak, percent.", low=0, high=1000, default=0),
+    "baseline_rate": Num("The rate always present (sets min).", low=0, high=10 ** 9),
+    "min_baseline": Int("Fewest replicas whatever the baseline.", low=1, high=10000),
+    "unit": Str("The rate's unit, for messages.", default="req/s"),
+}, doc="Capacity figures: max (and min) replicas are derived from them when not given "
+       "(max = ceil(peak x (1 + headroom) / per_pod)).", optional=True,
+    example={"peak_rate": 1000, "per_pod_rate": 50, "unit": "msg/s"})
+
 AUTOSCALING = Obj({
-    "min": Int("Fewest replicas (the count run on Compose and Swarm).", low=1, high=10000, default=1),
-    "max": Int("Most replicas.", low=1, high=10000, required=True),
+    "min": Int("Fewest replicas (the count run on Compose and Swarm; default 1, or derived from "
+               "capacity).", low=1, high=10000),
+    "max": Int("Most replicas (required unless capacity derives it).", low=1, high=10000),
     "cpu": Int("Target average CPU utilisation, percent of requests.cpu.", low=1, high=100),
     "memory": Int("Target average memory utilisation, percent of requests.memory.", low=1, high=100),
-}, doc="Horizontal autoscaling (a HorizontalPodAutoscaler on Kubernetes).", optional=True,
-    example={"min": 2, "max": 20, "cpu": 70})
+    "metrics": ObjList(HPA_METRIC, doc="Custom and external metrics (Kubernetes needs a metrics "
+                                       "adapter that serves them)."),
+    "behavior": Obj({"scale_up": SCALING_RULES, "scale_down": SCALING_RULES},
+                    doc="How fast to scale (default: Kubernetes' own behaviour).",
+                    example={"scale_up": {"percent": 50, "pods": 2, "period": 60, "select": "max"},
+                             "scale_down": {"percent": 10, "pods": 1, "period": 60, "select": "min",
+                                            "stabilization": 300}}),
+    "capacity": CAPACITY,
+}, doc="Horizontal autoscaling (a HorizontalPodAutoscaler on Kubernetes; on Compose and Swarm "
+       "min replicas run).", optional=True, example={"min": 2, "max": 20, "cpu": 70})
+
+ENV_VALUE = Either(
+    Scalar(),
+    Obj({"secret": secret_ref("The secret whose value the variable takes.", required=True)}),
+    doc="A value, or {secret: <name>}: the value of a secret of stack_secrets.")
+
+VOLUME = Obj({
+    "name": label("The volume's name within the service.", required=True),
+    "path": Str("Where it is mounted in the container.", required=True, pattern=ABS_PATH,
+                desc="an absolute path"),
+    "type": Str("volume (persistent, the default), bind (a host directory, default when source "
+                "is given) or tmpfs (memory).", choices=VOLUME_TYPES),
+    "source": Str("bind: the host directory, relative to the inventory directory or absolute "
+                  "(dev, where the controller is the Docker host)."),
+    "size": size("Size (a Kubernetes claim; tmpfs: its limit)."),
+    "class": Str("Kubernetes storage class.", pattern=STORAGE_CLASS,
+                 desc="a storage class name such as ssd"),
+    "access": Str("Kubernetes access mode: ReadWriteOnce gives each replica a volume of its own "
+                  "(a StatefulSet), ReadWriteMany one volume shared by all.", choices=ACCESS_MODES,
+                  default="ReadWriteOnce"),
+    "read_only": Bool("Mount read-only.", default=False),
+}, doc="A volume mounted into the service.", example={"name": "uploads", "path": "/data", "size": "10Gi",
+                                                       "class": "ssd"})
+
+FILE = Obj({
+    "path": Str("Where the file appears in the container.", required=True, pattern=ABS_PATH,
+                desc="an absolute path"),
+    "content": Str("The file's text."),
+    "data": Data("A mapping or list written as YAML (or JSON, see format)."),
+    "source": Str("A file to copy, relative to the inventory directory (read on the controller)."),
+    "template": Bool("Template the source with the inventory's variables first (done by the "
+                     "opsdeck.stack.stack_model action).", default=False),
+    "format": Str("How data is written (default: json for a .json path, else yaml).",
+                  choices=("yaml", "json")),
+    "mode": Str("File mode.", pattern=FILE_MODE, desc='an octal mode such as "0444"', default="0444"),
+}, doc="A configuration file mounted into the service (exactly one of content, data, source).",
+    example={"path": "/etc/app/config.yaml", "data": {"cluster": {"enabled": True}}})
 
 SERVICE = Obj({
     "name": label("The service's name (its DNS name inside the stack).", max_len=40, required=True),
@@ -159,8 +250,12 @@ SERVICE = Obj({
                      example=[{"name": "http", "port": 8000}, {"name": "admin", "port": 8080}]),
     "replicas": Int("How many replicas run.", low=0, high=1000, default=1),
     "command": StrList("The command's arguments."),
-    "env": Map(Scalar(), doc="Environment variables.",
-               key=Str(pattern=names.ENV_NAME, desc="a variable name")),
+    "env": Map(ENV_VALUE, doc="Environment variables.",
+               key=Str(pattern=names.ENV_NAME, desc="a variable name"),
+               example={"LOG_FORMAT": "json", "DATABASE_URL": {"secret": "db_url"}}),
+    "volumes": ObjList(VOLUME, doc="Volumes: persistent, host directories (dev) or memory."),
+    "files": ObjList(FILE, key="path", doc="Configuration files, rolled out with the service "
+                                           "(a change restarts exactly the services using it)."),
     "secrets": StrList("Secrets mounted as files in /run/secrets/<name>.",
                        item=secret_ref()),
     "health": HEALTH,
@@ -183,6 +278,8 @@ SERVICE = Obj({
         doc='Keep a client on one replica: true or "ClientIP" (%d s), or {timeout: seconds}.'
             % SESSION_AFFINITY_TIMEOUT),
     "tenant": label("The tenant this service belongs to (network isolation on Kubernetes)."),
+    "service_account": label("Kubernetes: run as this service account of stack_kubernetes."
+                             "service_accounts (its API token mounted when it has token: true)."),
 }, doc="An application service.")
 
 TLS = Obj({
@@ -257,6 +354,40 @@ REDIS = _store("redis", {
                                      "volatile-ttl")),
 }, "Redis.")
 
+POLICY_RULE = Obj({
+    "api_groups": StrList("API groups (\"\" is the core group).", default=[""]),
+    "resources": StrList("Resources, e.g. pods, deployments, deployments/scale.", required=True),
+    "verbs": StrList("Verbs.", required=True, item=Str(choices=(
+        "get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "*"))),
+    "resource_names": StrList("Only these objects."),
+})
+
+KUBERNETES = Obj({
+    "namespace": label("The namespace (default: the stack's name)."),
+    "pod_security": Str("The Pod Security Standard the namespace enforces.",
+                        choices=("restricted", "baseline", "privileged"), default="restricted"),
+    "roles": ObjList(Obj({
+        "name": label("The Role's name.", required=True),
+        "rules": ObjList(POLICY_RULE, doc="What it allows (items are numbered in messages)."),
+    }), doc="Roles in the namespace.",
+        example=[{"name": "tenant-operator", "rules": [
+            {"api_groups": ["", "apps", "autoscaling"],
+             "resources": ["deployments", "services", "pods", "horizontalpodautoscalers"],
+             "verbs": ["get", "list", "watch"]}]}]),
+    "service_accounts": ObjList(Obj({
+        "name": label("The service account's name.", required=True),
+        "token": Bool("Mount its API token into the pods that use it.", default=False),
+        "roles": StrList("Roles of stack_kubernetes.roles bound to it.",
+                         item=Str(pattern=names.DNS1123_LABEL, desc="a role name")),
+    }), doc="Service accounts the services run as (stack_services[].service_account).",
+        example=[{"name": "hub", "token": True, "roles": ["tenant-operator"]}]),
+    "network_policies": ObjList(Obj({
+        "name": label("The NetworkPolicy's name.", required=True),
+        "spec": Data("Its spec, as Kubernetes writes it (podSelector, policyTypes, ingress, egress).",
+                     required=True),
+    }), doc="NetworkPolicies beside the default deny and the flows the model implies."),
+}, doc="Kubernetes-only settings of the stack.")
+
 STACK = Obj({
     "name": label("The stack's name: Compose project, Swarm stack, Kubernetes namespace.",
                   max_len=30, required=True, example="shop"),
@@ -276,6 +407,7 @@ STACK = Obj({
     "postgres": POSTGRES,
     "redis": REDIS,
     "proxy": PROXY,
+    "kubernetes": KUBERNETES,
     "monitoring": observability.MONITORING,
     "logging": observability.LOGGING,
     "secrets": Map(Scalar(), doc="Secret values by name (set them from the vault).",

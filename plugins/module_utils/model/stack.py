@@ -12,9 +12,14 @@ and what is allowed; all errors are collected and reported together.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 
+import yaml
+
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import quantity
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import spec
@@ -85,6 +90,60 @@ def _resources(resources, path, ctx):
     return out
 
 
+def _autoscaling(path, svc, ctx):
+    """min/max (derived from capacity when not given), targets and custom metrics."""
+    auto = svc["autoscaling"]
+    capacity = auto["capacity"]
+    if capacity and not (capacity["peak_rate"] and capacity["per_pod_rate"]):
+        ctx.err(path + ".capacity", "needs peak_rate and per_pod_rate greater than zero")
+        auto["capacity"] = capacity = None
+    if capacity:
+        derived = _hpa.derive_capacity(auto["capacity"])
+        auto["derived"] = derived["explanation"]
+        if auto["max"] is None:
+            auto["max"] = derived["max_replicas"]
+        if auto["min"] is None:
+            auto["min"] = derived["min_replicas"]
+    if auto["min"] is None:
+        auto["min"] = 1
+    if auto["max"] is None:
+        ctx.err(path + ".max", "is required (or give capacity to derive it)")
+    elif auto["min"] > auto["max"]:
+        ctx.err(path, "min %s > max %s" % (auto["min"], auto["max"]))
+    if auto["cpu"] is None and auto["memory"] is None and not auto["metrics"]:
+        ctx.err(path, "needs a target: cpu or memory utilisation (percent, 1..100), or metrics")
+    for metric in ("cpu", "memory"):
+        if auto[metric] and metric not in svc["resources"].get("requests", {}):
+            ctx.err(path + ".%s" % metric, "a %s target needs resources.requests.%s" % (metric, metric))
+    for metric in auto["metrics"]:
+        mpath = "%s.metrics[%s]" % (path, metric["name"])
+        is_object = metric["type"] == "object"
+        for key in ("object_kind", "object_name"):
+            if is_object and not metric[key]:
+                ctx.err("%s.%s" % (mpath, key), "is required for a metric of type object")
+            if not is_object and metric[key]:
+                ctx.err("%s.%s" % (mpath, key), "applies to a metric of type object only")
+        if metric["type"] == "pods" and metric["average"]:
+            ctx.err(mpath + ".average", "a pods metric is always an average per pod")
+
+
+def _kubernetes(section, name, services, ctx):
+    """The namespace, and the roles and service accounts the services name."""
+    section["namespace"] = section["namespace"] or name
+    roles = {role["name"] for role in section["roles"] if role["name"]}
+    accounts = {account["name"]: account for account in section["service_accounts"] if account["name"]}
+    for account in section["service_accounts"]:
+        for role in account["roles"]:
+            if role not in roles:
+                ctx.err("stack_kubernetes.service_accounts[%s].roles" % account["name"],
+                        "%s is not a role of stack_kubernetes.roles (roles: %s)" % (
+                            short(role), ", ".join(sorted(roles)) or "none"))
+    for svc in services:
+        if svc.get("service_account") and svc["service_account"] not in accounts:
+            ctx.err(service_path(svc) + ".service_account", "%s is not in stack_kubernetes.service_accounts "
+                    "(service accounts: %s)" % (short(svc["service_account"]), ", ".join(sorted(accounts)) or "none"))
+
+
 def _ports(path, svc, allow_host_ports, ctx):
     """``port`` is shorthand for one port named http; published ports only where allowed."""
     if svc["port"] is not None and svc["ports"]:
@@ -136,8 +195,103 @@ def _routes(path, svc, proxy, port_numbers, ctx):
     svc["routes"] = routes
 
 
-def _service(path, svc, proxy, allow_host_ports, ctx):
+def _env(path, svc, need_secret):
+    """Split the environment into plain values and values taken from secrets (env_secrets)."""
+    plain, from_secrets = {}, {}
+    for key, value in svc["env"].items():
+        if isinstance(value, dict):
+            from_secrets[key] = value["secret"]
+            need_secret(value["secret"], "%s.env.%s" % (path, key))
+        else:
+            plain[key] = value
+    svc["env"], svc["env_secrets"] = plain, from_secrets
+
+
+def _volumes(path, svc, base_dir, ctx):
+    """Each volume's type, its source made absolute (bind), and what each type allows."""
+    for volume in svc["volumes"]:
+        vpath = "%s.volumes[%s]" % (path, volume["name"])
+        volume["type"] = volume["type"] or ("bind" if volume["source"] else "volume")
+        if volume["type"] == "bind":
+            if not volume["source"]:
+                ctx.err(vpath + ".source", "is required for a bind mount (the host directory)")
+            elif not os.path.isabs(volume["source"]):
+                if base_dir is None:
+                    ctx.err(vpath + ".source", "%s is relative: validate with the opsdeck.stack."
+                            "stack_model action (it knows the inventory directory) or give an absolute "
+                            "path" % short(volume["source"]))
+                else:
+                    volume["source"] = os.path.normpath(os.path.join(base_dir, volume["source"]))
+            for key in ("size", "class"):
+                if volume[key] is not None:
+                    ctx.err("%s.%s" % (vpath, key), "does not apply to a bind mount")
+        elif volume["source"] is not None:
+            ctx.err(vpath + ".source", "only a bind mount has a source (type is %s)" % volume["type"])
+        if volume["type"] == "tmpfs" and volume["class"] is not None:
+            ctx.err(vpath + ".class", "does not apply to tmpfs")
+
+
+def file_key(path):
+    """The name of a file in a ConfigMap or a project directory: its path, / as _."""
+    return path.strip("/").replace("/", "_")
+
+
+def _read(base_dir, source):
+    """The text of a file beside the inventory, or (None, why)."""
+    try:
+        with open(os.path.join(base_dir, source), encoding="utf-8") as handle:
+            return handle.read(), None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, getattr(exc, "strerror", None) or str(exc)
+
+
+def _files(path, svc, base_dir, ctx):
+    """Each file's text: content as given, data written as YAML or JSON, source read from
+    beside the inventory (templated sources come already rendered from the stack_model action)."""
+    out = []
+    for item in svc["files"]:
+        if item["path"] is None:
+            continue  # reported by the schema
+        fpath = "%s.files[%s]" % (path, item["path"])
+        given = [key for key in ("content", "data", "source") if item[key] is not None]
+        if len(given) != 1:
+            ctx.err(fpath, "needs exactly one of content, data and source (got %s)" % (
+                ", ".join(given) or "none"))
+            continue
+        text = item["content"]
+        if item["template"]:
+            ctx.err(fpath + ".template", "templates a source file, with the inventory's variables: "
+                                         "validate with the opsdeck.stack.stack_model action")
+        if item["source"] is not None:
+            if base_dir is None and not os.path.isabs(item["source"]):
+                ctx.err(fpath + ".source", "%s is relative: validate with the opsdeck.stack.stack_model "
+                        "action (it knows the inventory directory)" % short(item["source"]))
+                continue
+            text, why = _read(base_dir or "/", item["source"])
+            if text is None:
+                ctx.err(fpath + ".source", "%s cannot be read from %s (%s)" % (
+                    short(item["source"]), base_dir, why))
+                continue
+        if item["data"] is not None:
+            fmt = item["format"] or ("json" if item["path"].endswith(".json") else "yaml")
+            text = json.dumps(item["data"], indent=2, sort_keys=True) + "\n" if fmt == "json" else \
+                yaml.safe_dump(item["data"], default_flow_style=False, sort_keys=False, allow_unicode=True)
+        out.append({"path": item["path"], "key": file_key(item["path"]), "content": text,
+                    "mode": "0" + item["mode"].lstrip("0").rjust(3, "0")})
+    mounts = [v["path"] for v in svc["volumes"]] + [f["path"] for f in out]
+    for dup in sorted(set(m for m in mounts if mounts.count(m) > 1)):
+        ctx.err(path, "%s is mounted more than once (volumes and files each need a path of their own)" % dup)
+    keys = [f["key"] for f in out]
+    for dup in sorted(set(k for k in keys if keys.count(k) > 1)):
+        ctx.err(path + ".files", "two paths become the same file name %s" % dup)
+    svc["files"] = out
+
+
+def _service(path, svc, proxy, allow_host_ports, ctx, need_secret, base_dir):
     """The rules of one service beyond its schema; fills the defaults that depend on others."""
+    _env(path, svc, need_secret)
+    _volumes(path, svc, base_dir, ctx)
+    _files(path, svc, base_dir, ctx)
     if svc["name"] in RESERVED:
         ctx.err(path + ".name", "%s is reserved for a platform component (reserved: %s)" % (
             short(svc["name"]), ", ".join(RESERVED)))
@@ -162,16 +316,8 @@ def _service(path, svc, proxy, allow_host_ports, ctx):
     elif affinity is True or affinity == "ClientIP":
         svc["session_affinity"] = {"timeout": spec.SESSION_AFFINITY_TIMEOUT}
     svc["resources"] = _resources(svc["resources"], path + ".resources", ctx)
-    auto = svc["autoscaling"]
-    if auto and auto["max"] is not None:
-        if auto["min"] > auto["max"]:
-            ctx.err(path + ".autoscaling", "min %s > max %s" % (auto["min"], auto["max"]))
-        if auto["cpu"] is None and auto["memory"] is None:
-            ctx.err(path + ".autoscaling", "needs a cpu or memory utilisation target (percent, 1..100)")
-        for metric in ("cpu", "memory"):
-            if auto[metric] and metric not in svc["resources"].get("requests", {}):
-                ctx.err(path + ".autoscaling.%s" % metric,
-                        "a %s target needs resources.requests.%s" % (metric, metric))
+    if svc["autoscaling"]:
+        _autoscaling(path + ".autoscaling", svc, ctx)
 
 
 def _secrets(raw, refuse, environment, ctx):
@@ -188,10 +334,11 @@ def _secrets(raw, refuse, environment, ctx):
     return clean
 
 
-def normalize(raw):
+def normalize(raw, base_dir=None):
     """Validate ``raw`` (a dict of the stack_* variables without the prefix).
 
-    Returns the normalised model (its ``warnings`` list says what was accepted but is
+    ``base_dir`` is the inventory directory: relative host paths (bind mounts) are taken
+    from there. Returns the normalised model (its ``warnings`` list says what was accepted but is
     worth knowing); raises ModelError listing every problem.
     """
     ctx = Context()
@@ -253,7 +400,7 @@ def normalize(raw):
     if allow_host_ports is None:
         allow_host_ports = environment != "prod"
     for path, svc in _item_paths(raw, "services", services):
-        _service(path, svc, proxy, allow_host_ports, ctx)
+        _service(path, svc, proxy, allow_host_ports, ctx, need_secret, base_dir)
         for route in svc["routes"]:
             rpath = route.pop("where", path + ".routes[%s]" % route["name"])
             if route["path"]:
@@ -294,7 +441,10 @@ def normalize(raw):
         ctx.err("stack_proxy.enabled", "the proxy is enabled but no service has a route "
                                        "(add a route to a service or disable the proxy)")
 
-    model["host_ports"] = _host_ports(proxy, model["monitoring"], model["logging"], services, ctx)
+    _kubernetes(data["kubernetes"], name, services, ctx)
+    model["kubernetes"] = data["kubernetes"]
+    model["host_ports"] = _host_ports(proxy, model["monitoring"], model["logging"], services, ctx) \
+        if model["target"] in ("compose", "swarm") else []
     if ctx.errors:
         raise ModelError(ctx.errors)
 
@@ -359,21 +509,27 @@ def _replicas_warning(raw_services, svc, ctx):
 def _wire_datastores(svc, postgres, redis):
     """Give a service the connection settings of the data stores it uses."""
     env = svc["env"]
+    taken = set(svc.get("env_secrets") or {})
+
+    def put(key, value):
+        if key not in env and key not in taken:
+            env[key] = value
+
     if "postgres" in svc["uses"]:
-        env.setdefault("DATABASE_HOST", "postgres")
-        env.setdefault("DATABASE_PORT", str(postgres["port"]))
-        env.setdefault("DATABASE_NAME", postgres["database"])
-        env.setdefault("DATABASE_USER", postgres["user"])
-        env.setdefault("DATABASE_PASSWORD_FILE", "/run/secrets/%s" % postgres["password_secret"])
+        put("DATABASE_HOST", "postgres")
+        put("DATABASE_PORT", str(postgres["port"]))
+        put("DATABASE_NAME", postgres["database"])
+        put("DATABASE_USER", postgres["user"])
+        put("DATABASE_PASSWORD_FILE", "/run/secrets/%s" % postgres["password_secret"])
         if postgres["password_secret"] not in svc["secrets"]:
             svc["secrets"].append(postgres["password_secret"])
         if "postgres" not in svc["depends_on"]:
             svc["depends_on"].append("postgres")
     if "redis" in svc["uses"]:
-        env.setdefault("REDIS_HOST", "redis")
-        env.setdefault("REDIS_PORT", str(redis["port"]))
+        put("REDIS_HOST", "redis")
+        put("REDIS_PORT", str(redis["port"]))
         if redis["password_secret"]:
-            env.setdefault("REDIS_PASSWORD_FILE", "/run/secrets/%s" % redis["password_secret"])
+            put("REDIS_PASSWORD_FILE", "/run/secrets/%s" % redis["password_secret"])
             if redis["password_secret"] not in svc["secrets"]:
                 svc["secrets"].append(redis["password_secret"])
         if "redis" not in svc["depends_on"]:

@@ -114,6 +114,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
 
     config_defs, config_names = {}, {}
     services = project["services"]
+
     published_apps = {app["name"] for app in model["services"]
                       if any(port.get("publish") for port in app.get("ports") or [])}
     for name, svc in services.items():

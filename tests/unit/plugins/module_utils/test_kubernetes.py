@@ -153,7 +153,8 @@ def test_prod_inventory_figures():
     for item in manifests:
         kinds[item["kind"]] = kinds.get(item["kind"], 0) + 1
     # Secret: one per stack secret (9 since prod's monitoring and logging secrets, branch obs)
-    assert kinds == {"Namespace": 1, "ServiceAccount": 2, "Role": 2, "RoleBinding": 2, "Secret": 13,
+    # no Role, RoleBinding or ServiceAccount: the generic inventory asks for none
+    assert kinds == {"Namespace": 1, "Secret": 13,
                      "NetworkPolicy": 5, "Service": 3, "StatefulSet": 2, "Deployment": 1,
                      "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Ingress": 1}
     namespace = manifests[0]
@@ -233,7 +234,8 @@ def test_replicas_left_to_the_hpa_and_hpa_built_like_hpa_tune():
     targets = {m["resource"]["name"]: m["resource"]["target"]["averageUtilization"]
                for m in hpa["spec"]["metrics"]}
     assert targets == {"cpu": 70, "memory": 80}
-    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    # the generic inventory asks for no scaling behaviour: Kubernetes' own applies
+    assert "behavior" not in hpa["spec"]
     # Without autoscaling the Deployment keeps its replicas and there is no HPA.
     edge = render_edge()
     assert by(edge, "Deployment", "web")["spec"]["replicas"] == 3
@@ -440,21 +442,51 @@ def test_tenant_labels_keep_app_traffic_within_a_tenant():
     assert policies["allow-jobs"]["egress"] == []
 
 
-def test_rbac_roles_from_the_seeds():
-    manifests = render(PROD)
-    roles = {r["metadata"]["name"]: r["rules"] for r in by(manifests, "Role")}
-    assert roles["pod-reader"] == [{"apiGroups": [""], "resources": ["pods", "pods/log"],
-                                    "verbs": ["get", "list", "watch"]}]
-    operator = {(g, res): rule["verbs"] for rule in roles["tenant-operator"]
-                for g in rule["apiGroups"] for res in rule["resources"]}
-    for key in (("apps", "deployments"), ("", "services"), ("", "configmaps")):
-        assert {"get", "list", "watch", "create", "update", "patch", "delete"} <= set(operator[key])
-    assert not any(res == "secrets" for _group, res in operator)  # never secrets
-    for binding in by(manifests, "RoleBinding"):
-        name = binding["metadata"]["name"]
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": "shop"}]
-        assert by(manifests, "ServiceAccount", name)["automountServiceAccountToken"] is False
+def test_rbac_only_what_the_model_declares():
+    """Seed 000's tenant operator written in the model: a Role with exactly its rules, a
+    service account with a token bound to it, the hub running as it; nothing by default."""
+    raw = copy.deepcopy(PROD)
+    raw["kubernetes"] = {
+        "namespace": "veloflux-tenants",
+        "roles": [{"name": "tenant-operator", "rules": [
+            {"api_groups": ["", "apps", "autoscaling"],
+             "resources": ["deployments", "services", "pods", "horizontalpodautoscalers"],
+             "verbs": ["get", "list", "watch"]}]}],
+        "service_accounts": [{"name": "hub", "token": True, "roles": ["tenant-operator"]},
+                             {"name": "quiet"}]}
+    raw["services"][0]["service_account"] = "hub"
+    manifests = render(raw)
+    assert validation_errors(manifests) == []
+    assert {m["metadata"].get("namespace") for m in manifests if m["kind"] != "Namespace"} >= {"veloflux-tenants"}
+    assert by(manifests, "Namespace", "veloflux-tenants")
+    assert by(manifests, "Role", "tenant-operator")["rules"] == [
+        {"apiGroups": ["", "apps", "autoscaling"],
+         "resources": ["deployments", "services", "pods", "horizontalpodautoscalers"],
+         "verbs": ["get", "list", "watch"]}]
+    binding = by(manifests, "RoleBinding", "hub-tenant-operator")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tenant-operator"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hub", "namespace": "veloflux-tenants"}]
+    assert by(manifests, "ServiceAccount", "hub")["automountServiceAccountToken"] is True
+    assert by(manifests, "ServiceAccount", "quiet")["automountServiceAccountToken"] is False
+    pod = by(manifests, "Deployment", "api")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "hub" and pod["automountServiceAccountToken"] is True
+    assert by(render(PROD), "Role") == [] and by(render(PROD), "ServiceAccount") == []
+
+
+def test_extra_network_policies_and_pod_security_from_the_model():
+    """Seed 000's deny-tenant-cross-traffic beside the default deny, and a baseline namespace."""
+    raw = copy.deepcopy(PROD)
+    spec = {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": {}}]}]}
+    raw["kubernetes"] = {"pod_security": "baseline",
+                         "network_policies": [{"name": "deny-tenant-cross-traffic", "spec": spec}]}
+    manifests = render(raw)
+    assert validation_errors(manifests) == []
+    assert by(manifests, "NetworkPolicy", "deny-tenant-cross-traffic")["spec"] == spec
+    assert by(manifests, "NetworkPolicy", "default-deny")
+    labels = by(manifests, "Namespace", "shop")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert by(render(PROD), "Namespace", "shop")["metadata"]["labels"][
+        "pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_missing_or_colliding_secrets_are_clear_errors():

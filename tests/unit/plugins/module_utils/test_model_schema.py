@@ -20,7 +20,7 @@ import yaml
 
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import export, spec
 from ansible_collections.opsdeck.stack.plugins.module_utils.model.schema import (
-    Bool, Either, Enum, Int, Map, Obj, ObjList, Quantity, Scalar, Str, StrList)
+    Bool, Data, Either, Enum, Int, Map, Obj, ObjList, Quantity, Scalar, Str, StrList)
 from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import ModelError, normalize
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
@@ -35,13 +35,31 @@ FULL = {
     "stack_refuse_placeholders": False, "stack_tenant": "acme", "stack_allow_host_ports": True,
     "stack_services": [{
         "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
-        "replicas": 2, "command": ["serve"], "env": {"LOG_FORMAT": "json"},
+        "replicas": 2, "command": ["serve"], "env": {"LOG_FORMAT": "json", "TOKEN": {"secret": "admin_token"}},
+        "volumes": [{"name": "data", "path": "/data", "type": "volume", "size": "1Gi", "class": "ssd",
+                     "access": "ReadWriteOnce", "read_only": False},
+                    {"name": "code", "path": "/app", "source": "/srv/code"}],
+        "files": [{"path": "/etc/app/config.yaml", "data": {"a": 1}, "format": "yaml", "mode": "0444",
+                   "template": False},
+                  {"path": "/etc/app/motd", "content": "hello"},
+                  {"path": "/etc/app/galaxy.yml", "source": "galaxy.yml"}],
         "secrets": ["admin_token"],
         "health": {"port": "http", "live": "/health/live", "ready": "/health/ready", "probe": "python",
                    "interval": 5, "timeout": 3, "retries": 5, "start_period": 10},
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"},
                       "limits": {"cpu": "1", "memory": "1Gi"}},
-        "autoscaling": {"min": 2, "max": 5, "cpu": 70, "memory": 80},
+        "autoscaling": {"min": 2, "max": 5, "cpu": 70, "memory": 80,
+                        "metrics": [{"name": "queue_length", "type": "external", "target": "100",
+                                     "average": True, "selector": {"queue": "jobs"}},
+                                    {"name": "requests_per_second", "type": "object", "target": "50",
+                                     "object_kind": "Ingress", "object_name": "api"}],
+                        "behavior": {"scale_up": {"percent": 50, "pods": 2, "period": 60, "select": "max",
+                                                  "stabilization": 0},
+                                     "scale_down": {"percent": 10, "pods": 1, "period": 60, "select": "min",
+                                                    "stabilization": 300}},
+                        "capacity": {"peak_rate": 1000, "per_pod_rate": 50, "headroom_percent": 0,
+                                     "baseline_rate": 10, "min_baseline": 2, "unit": "msg/s"}},
+        "service_account": "hub",
         "route": {"name": "api", "port": "http", "path": "/api/", "rate": "10r/s", "burst": 20, "nodelay": True, "conn_limit": 50,
                   "basic_auth": True, "cors_origins": ["https://app.example.com"],
                   "strip_prefix": False, "timeout": 30},
@@ -53,6 +71,12 @@ FULL = {
          "routes": [{"name": "worker-admin", "path": "/admin", "port": "admin", "rate": "5r/s", "burst": 5,
                      "nodelay": False, "conn_limit": 10, "basic_auth": False, "cors_origins": [],
                      "strip_prefix": True, "timeout": 10}]}],
+    "stack_kubernetes": {
+        "namespace": "shop-prod", "pod_security": "restricted",
+        "roles": [{"name": "reader", "rules": [{"api_groups": [""], "resources": ["pods"], "verbs": ["get"],
+                                                "resource_names": ["a"]}]}],
+        "service_accounts": [{"name": "hub", "token": True, "roles": ["reader"]}],
+        "network_policies": [{"name": "extra", "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}]},
     "stack_postgres": {"enabled": True, "image": "opsdeck/postgres:15", "storage": "2Gi",
                        "version": "15", "database": "shop", "user": "shop",
                        "password_secret": "postgres_password", "max_connections": 100},
@@ -102,7 +126,7 @@ def validate(variables):
     """(validator errors, JSON Schema errors) of a group_vars dict."""
     raw = {k[len("stack_"):]: copy.deepcopy(v) for k, v in variables.items() if k.startswith("stack_")}
     try:
-        normalize(raw)
+        normalize(raw, base_dir=ROOT)
         model_errors = []
     except ModelError as exc:
         model_errors = exc.errors
@@ -171,16 +195,19 @@ def _bad_values(field):
         return ["not-a-list"]
     if isinstance(field, Scalar):
         return [["a", "list"]]
+    if isinstance(field, Data):
+        return ["a string"]
     if isinstance(field, Either):
         return [["a", "list"]]
     raise AssertionError("no bad values for %r" % field)
 
 
 def _label(item, key):
-    return item.get(key) if isinstance(item, dict) and item.get(key) else None
+    value = item.get(key) if isinstance(item, dict) else None
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
 
 
-def _walk(field, value, path, setter, out, relabel=None):
+def _walk(field, value, path, setter, out, relabel=None, item_key=None):
     """Append (paths, setter, bad value) for every field present in FULL under ``field``.
 
     ``paths`` are where the validator must report the problem: the field's path, or, when
@@ -200,8 +227,7 @@ def _walk(field, value, path, setter, out, relabel=None):
             if key not in value:
                 continue
             subpath = "stack_%s" % key if path == "" else "%s.%s" % (path, key)
-            sub_relabel = ("%s.%s" % (relabel, key)) if relabel and key == "name" or \
-                (relabel and key == "key") else None
+            sub_relabel = "%s.%s" % (relabel, key) if relabel and key == item_key else None
 
             def sub_setter(bad, s=setter, cur=value, k=key):
                 return s(dict(cur, **{k: bad}))
@@ -217,7 +243,7 @@ def _walk(field, value, path, setter, out, relabel=None):
 
             def item_setter(bad, s=setter, cur=value, i=index):
                 return s(cur[:i] + [bad] + cur[i + 1:])
-            _walk(field.item, item, item_path, item_setter, out, "%s[%d]" % (path, index))
+            _walk(field.item, item, item_path, item_setter, out, "%s[%d]" % (path, index), field.key)
 
 
 def _cases():
