@@ -66,7 +66,14 @@ def _deploy(svc, replicas):
 
 
 def http_probe(port, path, probe):
-    """A shell healthcheck that works with whatever HTTP client the image has."""
+    """A shell healthcheck that works with whatever HTTP client the image has (``probe``
+    tcp: only connect, with python3, bash or nc)."""
+    if probe == "tcp":
+        return ["CMD-SHELL", " || ".join((
+            "{ command -v python3 >/dev/null && python3 -c \"import socket; "
+            "socket.create_connection(('127.0.0.1', %d), 3)\"; }" % port,
+            "{ command -v bash >/dev/null && bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d'; }" % port,
+            "{ command -v nc >/dev/null && nc -z -w 3 127.0.0.1 %d; }" % port))]
     url = "http://127.0.0.1:%d%s" % (port, path)
     commands = {
         "curl": "curl -fsS -o /dev/null --max-time 3 %s" % url,
@@ -284,6 +291,25 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
             "hashes": hashes, "volume_init": volume_init}
 
 
+def _literal(text):
+    """A value Compose must not interpolate: ``$`` written as ``$$``."""
+    return text.replace("$", "$$")
+
+
+def _app_healthcheck(health):
+    """The container health check of a service: its ready probe, with that probe's timings."""
+    ready = health["ready"]
+    if ready["kind"] == "exec":
+        test = ["CMD"] + [_literal(arg) for arg in ready["command"]]
+    elif ready["kind"] == "tcp":
+        test = http_probe(ready["target_port"], None, "tcp")
+    else:
+        test = http_probe(ready["target_port"], ready["path"], health["probe"])
+    start = ready["initial_delay"] if ready["initial_delay"] is not None else health["start_period"]
+    return _healthcheck(test, {"interval": ready["period"], "timeout": ready["timeout"],
+                               "retries": ready["failures"], "start_period": start})
+
+
 def _port_spec(port):
     """``8000`` or ``8000/udp``."""
     return "%d%s" % (port["port"], "/udp" if port.get("protocol") == "udp" else "")
@@ -325,10 +351,16 @@ def _app_service(model, app, secrets, files, volumes, add_secret, volume_init):
         svc["user"] = app["user"]
     if not app.get("read_only", True):
         svc.pop("read_only")
+    if app.get("entrypoint"):
+        svc["entrypoint"] = [_literal(arg) for arg in app["entrypoint"]]
     if app.get("command"):
-        svc["command"] = list(app["command"])
+        svc["command"] = [_literal(arg) for arg in app["command"]]
+    if app.get("labels"):
+        svc["labels"].update(app["labels"])
+    if app.get("annotations"):
+        svc["annotations"] = {key: _literal(value) for key, value in app["annotations"].items()}
     if app["env"]:
-        svc["environment"] = dict(app["env"])
+        svc["environment"] = {key: _literal(value) for key, value in app["env"].items()}
     if app.get("env_secrets"):
         # The values stay out of compose.yaml: a 0600 file Compose reads when it starts the service.
         path = "%s/env-%s" % (SECRETS_DIR, name)
@@ -341,11 +373,9 @@ def _app_service(model, app, secrets, files, volumes, add_secret, volume_init):
             add_secret(secret)
     svc["networks"] = ["frontend", "backend"] if app.get("routes") else ["backend"]
     svc["deploy"] = _deploy(app, app["replicas"])
-    svc["stop_grace_period"] = "15s"
+    svc["stop_grace_period"] = "%ds" % ((app.get("update") or {}).get("stop_grace_period") or 15)
     if _has_health(model, name):
-        health = app["health"]
-        svc["healthcheck"] = _healthcheck(
-            http_probe(health["target_port"], health["ready"], health["probe"]), health)
+        svc["healthcheck"] = _app_healthcheck(app["health"])
     deps = {}
     for dep in app["depends_on"]:
         deps[dep] = {"condition": "service_healthy"
@@ -392,7 +422,8 @@ def _has_health(model, name):
     for app in model["services"]:
         if app["name"] == name:
             health = app.get("health")
-            return bool(health and health.get("target_port") and health["probe"] != "none")
+            return bool(health and health["probe"] != "none"
+                        and (health["ready"]["target_port"] or health["ready"]["kind"] == "exec"))
     return name in ("postgres", "redis")
 
 

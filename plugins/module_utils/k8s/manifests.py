@@ -336,17 +336,31 @@ def _resources(svc):
     return out
 
 
-def _http_probes(health, port_name):
-    def probe(path, period, threshold):
-        return {"httpGet": {"path": path, "port": port_name}, "periodSeconds": period,
-                "timeoutSeconds": max(1, health["timeout"]), "failureThreshold": threshold}
-    period = max(1, health["interval"])
-    return {
-        "startupProbe": probe(health["live"], period,
-                              int(math.ceil(float(health["start_period"]) / period)) + health["retries"]),
-        "livenessProbe": probe(health["live"], period, health["retries"]),
-        "readinessProbe": probe(health["ready"], period, max(1, min(3, health["retries"]))),
-    }
+def _probe(spec):
+    """One Kubernetes probe from a model probe (http, tcp or exec, with its timings)."""
+    if spec["kind"] == "http":
+        out = {"httpGet": {"path": spec["path"], "port": spec["port"]}}
+    elif spec["kind"] == "tcp":
+        out = {"tcpSocket": {"port": spec["port"]}}
+    else:
+        out = {"exec": {"command": list(spec["command"])}}
+    if spec.get("initial_delay"):
+        out["initialDelaySeconds"] = spec["initial_delay"]
+    out.update({"periodSeconds": spec["period"], "timeoutSeconds": spec["timeout"],
+                "failureThreshold": spec["failures"]})
+    return out
+
+
+def _app_probes(health):
+    """Liveness and readiness as the model gives them. Without an explicit initial delay on
+    the liveness probe, a startup probe (the liveness check) allows start_period first."""
+    live, ready = health["live"], health["ready"]
+    out = {"livenessProbe": _probe(live), "readinessProbe": _probe(ready)}
+    if live.get("initial_delay") is None:
+        startup = dict(live, failures=int(math.ceil(float(health["start_period"]) / live["period"]))
+                       + live["failures"])
+        out["startupProbe"] = _probe(startup)
+    return out
 
 
 def _exec_probes(command, start_period=60):
@@ -420,6 +434,8 @@ def _deployment(model, svc, secrets, namespace):
         "imagePullPolicy": "IfNotPresent",
         "securityContext": _container_security(svc.get("read_only", True)),
     }
+    if svc.get("entrypoint"):
+        container["command"] = list(svc["entrypoint"])
     if svc.get("command"):
         container["args"] = list(svc["command"])
     env = _env(svc.get("env") or {}) + [
@@ -430,12 +446,11 @@ def _deployment(model, svc, secrets, namespace):
     if svc.get("ports"):
         container["ports"] = [{"name": port["name"], "containerPort": port["port"],
                                "protocol": port["protocol"].upper()} for port in svc["ports"]]
-        health = svc.get("health")
-        if health and health.get("probe") != "none" and health.get("port"):
-            container.update(_http_probes(health, health["port"]))
-        elif not health and svc["ports"][0]["protocol"] == "tcp":
+        if not svc.get("health") and svc["ports"][0]["protocol"] == "tcp":
             container["readinessProbe"] = {"tcpSocket": {"port": svc["ports"][0]["name"]},
                                            "periodSeconds": 10}
+    if svc.get("health") and svc["health"]["probe"] != "none":
+        container.update(_app_probes(svc["health"]))
     resources = _resources(svc)
     if resources:
         container["resources"] = resources
@@ -444,6 +459,7 @@ def _deployment(model, svc, secrets, namespace):
                              secrets, _uid_gid(model, svc),
                              env_secret_names=(svc.get("env_secrets") or {}).values(),
                              files=svc.get("files") or ())
+    _app_pod_settings(svc, template, selector(stack, name))
     account = svc.get("service_account")
     if account:
         token = any(a["name"] == account and a["token"]
@@ -462,12 +478,45 @@ def _deployment(model, svc, secrets, namespace):
                          {"metadata": dict(t["metadata"], labels=labels(stack, name, "app", tenant)),
                           "spec": t["spec"]} for t in templates]})
     else:
-        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": _rolling(svc.get("update"))}
     if not svc.get("autoscaling"):
         spec = dict({"replicas": svc["replicas"]}, **spec)
     return {"apiVersion": "apps/v1", "kind": kind,
-            "metadata": _meta(name, namespace, labels(stack, name, "app", tenant)),
+            "metadata": _meta(name, namespace, dict(svc.get("labels") or {}, **labels(stack, name, "app", tenant))),
             "spec": spec}
+
+
+def _rolling(update):
+    """maxSurge/maxUnavailable: the model's, else 1/0 (start-first) or 0/1 (stop-first)."""
+    update = update or {}
+    stop_first = update.get("order") == "stop-first"
+    out = {}
+    for key, model_key, default in (("maxUnavailable", "max_unavailable", 1 if stop_first else 0),
+                                    ("maxSurge", "max_surge", 0 if stop_first else 1)):
+        value = update.get(model_key)
+        out[key] = default if value is None else (value if value.endswith("%") else int(value))
+    return out
+
+
+def _app_pod_settings(svc, template, match):
+    """The model's labels, annotations, grace period and placement on an app's pods."""
+    meta, pod = template["metadata"], template["spec"]
+    if svc.get("labels"):
+        meta["labels"] = dict(svc["labels"], **meta["labels"])
+    if svc.get("annotations"):
+        meta["annotations"] = dict(svc["annotations"], **meta["annotations"])
+    grace = (svc.get("update") or {}).get("stop_grace_period")
+    if grace:
+        pod["terminationGracePeriodSeconds"] = grace
+    placement = svc.get("placement") or {}
+    if placement.get("node_labels"):
+        pod["nodeSelector"] = dict(placement["node_labels"])
+    if placement and not placement.get("spread", True):
+        pod.pop("topologySpreadConstraints", None)
+    if placement.get("max_per_node") == 1:
+        pod["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": dict(match)}}]}}
 
 
 def workload_kind(svc):

@@ -32,11 +32,49 @@ def _service_rules(svc, target):
         else:
             rules.append(("autoscaling", DROPPED, "no autoscaler on %s: runs autoscaling.min = %d "
                           "replicas (scale by hand or with the model)" % (target, auto["min"])))
-    if svc.get("health"):
-        how = {"compose": "healthcheck; dependants wait for service_healthy",
-               "swarm": "healthcheck; tasks get traffic once healthy; gates updates",
+    health = svc.get("health")
+    if health:
+        how = {"compose": "healthcheck (the ready probe); dependants wait for service_healthy",
+               "swarm": "healthcheck (the ready probe); tasks get traffic once healthy; gates updates",
                "kubernetes": "readiness/liveness/startup probes"}[target]
         rules.append(("health", NATIVE, how))
+        if target != "kubernetes" and health["live"] != dict(health["ready"], failures=health["live"]["failures"]):
+            rules.append(("health.live", EMULATED, "one health check per container on %s: the ready "
+                          "probe; an unhealthy container is restarted by %s" % (
+                              target, "Swarm" if target == "swarm" else "nobody (Compose only reports it)")))
+    update = svc.get("update")
+    if update:
+        if target == "kubernetes":
+            rules.append(("update", NATIVE, "RollingUpdate maxSurge/maxUnavailable, terminationGracePeriodSeconds"))
+        elif target == "swarm":
+            rules.append(("update", NATIVE, "update_config parallelism/delay/order, stop_grace_period"))
+            for key in ("max_surge", "max_unavailable"):
+                if update.get(key) is not None:
+                    rules.append(("update.%s" % key, DROPPED, "Swarm updates parallelism tasks at a time "
+                                  "(update.parallelism, update.order)"))
+        else:
+            rules.append(("update", EMULATED, "stop_grace_period native; playbooks/upgrade.yml starts "
+                          "the new replicas beside the old, then drains and stops the old"))
+            for key in ("max_surge", "max_unavailable", "parallelism", "delay"):
+                if update.get(key) is not None and (key in ("max_surge", "max_unavailable")
+                                                    or update[key] != {"parallelism": 1, "delay": 5}[key]):
+                    rules.append(("update.%s" % key, DROPPED, "upgrade.yml replaces all replicas of a "
+                                  "service at once, start-first"))
+    placement = svc.get("placement")
+    if placement:
+        if target == "compose":
+            rules.append(("placement", DROPPED, "one Docker host"))
+        elif target == "swarm":
+            rules.append(("placement", NATIVE, "placement constraints, max_replicas_per_node"))
+        else:
+            rules.append(("placement", NATIVE, "nodeSelector, topology spread, pod anti-affinity"))
+            if placement.get("constraints"):
+                rules.append(("placement.constraints", DROPPED, "Swarm expressions: use node_labels"))
+            if (placement.get("max_per_node") or 1) > 1:
+                rules.append(("placement.max_per_node", DROPPED, "only 1 (pod anti-affinity) is "
+                              "rendered; the topology spread keeps replicas within one of each other"))
+    if svc.get("annotations") and target == "swarm":
+        rules.append(("annotations", DROPPED, "docker stack deploy has no annotations"))
     if svc.get("secrets"):
         how = {"compose": "files 0600 bind-mounted at /run/secrets (Compose secrets)",
                "swarm": "Swarm secrets named by content at /run/secrets",

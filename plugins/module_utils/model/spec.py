@@ -39,7 +39,10 @@ FILE_MODE = re.compile(r"^0?[0-7]{3}$")
 STORAGE_CLASS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 VOLUME_TYPES = ("volume", "bind", "tmpfs")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany")
-UID_GID = re.compile(r"^[0-9]+(:[0-9]+)?$")
+USER = re.compile(r"^([0-9]+|[a-z_][a-z0-9_-]{0,31})(:([0-9]+|[a-z_][a-z0-9_-]{0,31}))?$")
+LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 
 # Images the platform builds itself from Debian packages (see roles/images).
 DEFAULT_IMAGES = {
@@ -128,21 +131,67 @@ PORT = Obj({
                    desc='a host port such as 18000, or "0.0.0.0:8000"'),
 }, doc="A port the service listens on.", example={"name": "admin", "port": 8080, "publish": 18080})
 
+PROBE_FIELDS = {
+    "path": Str("HTTP GET this path (the default kind).", pattern=HTTP_PATH,
+                desc="an HTTP path starting with /"),
+    "tcp": Bool("Only open a TCP connection to the port.", default=False),
+    "exec": StrList("Run this command in the container (exit 0: healthy)."),
+    "port": Str("The port (by name); default health.port.", pattern=PORT_NAME,
+                desc="the name of one of the service's ports"),
+    "initial_delay": duration("Seconds before the first probe (default: health.start_period "
+                              "as a startup allowance).", None),
+    "period": Int("Seconds between probes (default health.interval).", low=1, high=3600),
+    "timeout": Int("Seconds a probe may take (default health.timeout).", low=1, high=3600),
+    "failures": Int("Failed probes in a row before it counts (default health.retries).",
+                    low=1, high=100),
+}
+
 HEALTH = Obj({
     "port": Str("The port (by name) the probes call; default: the first port.", pattern=PORT_NAME,
                 desc="the name of one of the service's ports"),
-    "live": Str("Liveness path (default: the ready path).", pattern=HTTP_PATH,
-                desc="an HTTP path starting with /"),
-    "ready": Str("Readiness path (default: the live path).", pattern=HTTP_PATH,
-                 desc="an HTTP path starting with /"),
+    "live": Obj(PROBE_FIELDS, doc="Liveness: a failing replica is restarted (default: the ready "
+                                  "probe). A path (HTTP), tcp: true or exec: [command], with its "
+                                  "own timings.", shorthand="path", optional=True,
+                example={"path": "/health", "initial_delay": 30, "period": 10}),
+    "ready": Obj(PROBE_FIELDS, doc="Readiness: a failing replica gets no traffic (default: the "
+                                   "live probe; the Compose and Swarm health check uses it).",
+                 shorthand="path", optional=True),
     "probe": Str("The HTTP client the container's health check uses (Compose, Swarm).",
                  choices=PROBES, default="auto"),
     "interval": duration("Seconds between probes.", 5),
     "timeout": duration("Seconds a probe may take.", 3),
     "retries": Int("Failed probes before the replica counts as unhealthy.", low=1, high=100, default=5),
     "start_period": duration("Seconds after start during which failures do not count.", 10),
-}, doc="HTTP health checks on the service's port.", optional=True,
-    example={"live": "/health/live", "ready": "/health/ready"})
+}, doc="Health probes on the service's port.", optional=True,
+    example={"live": {"path": "/health", "initial_delay": 30, "period": 10},
+             "ready": {"path": "/health/ready", "initial_delay": 10, "period": 5}})
+
+UPDATE = Obj({
+    "max_surge": Str("Extra replicas during a rolling update: a count or a percentage "
+                     "(Kubernetes; default 1, 0 with order stop-first).", pattern=re.compile(r"^[0-9]+%?$"),
+                     desc='a count such as 1 or a percentage such as "25%"'),
+    "max_unavailable": Str("Replicas that may be down during a rolling update: a count or a "
+                           "percentage (Kubernetes; default 0, 1 with order stop-first).",
+                           pattern=re.compile(r"^[0-9]+%?$"),
+                           desc='a count such as 0 or a percentage such as "25%"'),
+    "order": Str("start-first (the new replica starts before the old stops) or stop-first.",
+                 choices=("start-first", "stop-first"), default="start-first"),
+    "parallelism": Int("Replicas updated at once (Swarm, and Compose's upgrade.yml).", low=1,
+                       high=100, default=1),
+    "delay": Int("Seconds between two batches (Swarm).", low=0, high=3600, default=5),
+    "stop_grace_period": Int("Seconds a replica gets between SIGTERM and SIGKILL.", low=1,
+                             high=3600),
+}, doc="How a new version replaces the old.", optional=True,
+    example={"max_surge": "25%", "max_unavailable": 0, "stop_grace_period": 30})
+
+PLACEMENT = Obj({
+    "node_labels": Map(Str(), doc="Run only on nodes with these labels (Swarm node labels, "
+                                  "Kubernetes nodeSelector)."),
+    "constraints": StrList("More Swarm placement constraints, e.g. node.role == worker."),
+    "spread": Bool("Spread the replicas over the nodes.", default=True),
+    "max_per_node": Int("Most replicas of the service on one node.", low=1, high=1000),
+}, doc="Where the replicas run (Swarm and Kubernetes; one host on Compose).", optional=True,
+    example={"node_labels": {"tier": "app"}, "max_per_node": 1})
 
 SCALING_RULES = Obj({
     "percent": Int("Change by this percent of the current replicas per period.", low=1, high=1000),
@@ -249,7 +298,8 @@ SERVICE = Obj({
     "ports": ObjList(PORT, doc="The ports the service listens on (the first is its main port).",
                      example=[{"name": "http", "port": 8000}, {"name": "admin", "port": 8080}]),
     "replicas": Int("How many replicas run.", low=0, high=1000, default=1),
-    "command": StrList("The command's arguments."),
+    "command": StrList("The command's arguments (Kubernetes args)."),
+    "entrypoint": StrList("Replaces the image's entrypoint (Kubernetes command)."),
     "env": Map(ENV_VALUE, doc="Environment variables.",
                key=Str(pattern=names.ENV_NAME, desc="a variable name"),
                example={"LOG_FORMAT": "json", "DATABASE_URL": {"secret": "db_url"}}),
@@ -268,7 +318,8 @@ SERVICE = Obj({
                     item=Str(choices=DATASTORES)),
     "depends_on": StrList("Services that must be up (healthy) first.",
                           item=Str(pattern=names.DNS1123_LABEL, desc=names.DNS1123_DESC)),
-    "user": Str("The user the container runs as.", pattern=UID_GID, desc='a numeric "uid:gid"'),
+    "user": Str("The user the container runs as: uid[:gid] or a name of the image (Kubernetes "
+                "needs numbers).", pattern=USER, desc='"uid", "uid:gid" or a user name such as vision'),
     "read_only": Bool("A read-only root file system.", default=True),
     "session_affinity": Either(
         Enum(values=(True, False, "ClientIP", "None"),
@@ -278,6 +329,13 @@ SERVICE = Obj({
         doc='Keep a client on one replica: true or "ClientIP" (%d s), or {timeout: seconds}.'
             % SESSION_AFFINITY_TIMEOUT),
     "tenant": label("The tenant this service belongs to (network isolation on Kubernetes)."),
+    "labels": Map(Str(pattern=LABEL_VALUE, desc="a label value (at most 63 letters, digits, -_.)"),
+                  doc="Labels of the service's containers, tasks or pods.",
+                  key=Str(pattern=LABEL_KEY, desc="a label key such as team or example.com/team")),
+    "annotations": Map(Str(), doc="Annotations of the service's pods (Kubernetes) and containers "
+                                  "(Compose).", key=Str(pattern=LABEL_KEY, desc="an annotation key")),
+    "update": UPDATE,
+    "placement": PLACEMENT,
     "service_account": label("Kubernetes: run as this service account of stack_kubernetes."
                              "service_accounts (its API token mounted when it has token: true)."),
 }, doc="An application service.")

@@ -33,6 +33,8 @@ PLACEHOLDER = re.compile(
     re.IGNORECASE,
 )
 MIN_PROD_SECRET_LEN = 12
+# Label and annotation keys the renderers set themselves.
+RESERVED_LABEL_PREFIXES = ("org.opsdeck.", "opsdeck.io/", "app.kubernetes.io/", "com.docker.")
 DATASTORES = spec.DATASTORES
 DEFAULT_IMAGES = spec.DEFAULT_IMAGES
 BUILD_RECIPES = spec.BUILD_RECIPES
@@ -88,6 +90,41 @@ def _resources(resources, path, ctx):
             ctx.err("%s.requests.%s" % (path, field), "%s is above limits.%s %s" % (
                 out["requests"][field], field, out["limits"][field]))
     return out
+
+
+def _health(path, health, port_numbers, ctx):
+    """Each probe's kind (http, tcp, exec), port and timings, defaults from the section."""
+    health["port"] = health["port"] or next(iter(port_numbers), None)
+    if health["port"] is not None and health["port"] not in port_numbers:
+        ctx.err(path + ".port", "%s is not a port of this service (ports: %s)" % (
+            short(health["port"]), ", ".join(port_numbers) or "none"))
+    health["target_port"] = port_numbers.get(health["port"])
+    given = {key: health[key] for key in ("live", "ready") if health[key]}
+    for key, probe in given.items():
+        ppath = "%s.%s" % (path, key)
+        kinds = [kind for kind in ("path", "tcp", "exec") if probe[kind]]
+        if len(kinds) != 1:
+            ctx.err(ppath, "needs exactly one of path, tcp and exec (got %s)" % (", ".join(kinds) or "none"))
+        kind = {"path": "http", "tcp": "tcp", "exec": "exec"}[kinds[0]] if kinds else None
+        port = probe["port"] or health["port"]
+        if kind in ("http", "tcp") and port not in port_numbers:
+            ctx.err(ppath + (".port" if probe["port"] else ""), "needs a port of the service (ports: %s)"
+                    % (", ".join(port_numbers) or "none"))
+        given[key] = {
+            "kind": kind, "path": probe["path"], "command": list(probe["exec"]),
+            "port": port if kind in ("http", "tcp") else None,
+            "target_port": port_numbers.get(port) if kind in ("http", "tcp") else None,
+            "initial_delay": probe["initial_delay"],
+            "period": probe["period"] or health["interval"],
+            "timeout": probe["timeout"] or health["timeout"],
+            # readiness decides traffic: it trips sooner than liveness restarts
+            "failures": probe["failures"] or (health["retries"] if key == "live"
+                                              else max(1, min(3, health["retries"]))),
+        }
+    if given:
+        health["live"] = given.get("live") or dict(given["ready"], failures=health["retries"])
+        health["ready"] = given.get("ready") or dict(given["live"],
+                                                     failures=max(1, min(3, health["retries"])))
 
 
 def _autoscaling(path, svc, ctx):
@@ -290,6 +327,10 @@ def _files(path, svc, base_dir, ctx):
 def _service(path, svc, proxy, allow_host_ports, ctx, need_secret, base_dir):
     """The rules of one service beyond its schema; fills the defaults that depend on others."""
     _env(path, svc, need_secret)
+    for key in list(svc["labels"]) + list(svc["annotations"]):
+        if key.startswith(RESERVED_LABEL_PREFIXES):
+            ctx.err("%s.labels.%s" % (path, key) if key in svc["labels"] else "%s.annotations.%s" % (path, key),
+                    "is set by the platform (reserved prefixes: %s)" % ", ".join(RESERVED_LABEL_PREFIXES))
     _volumes(path, svc, base_dir, ctx)
     _files(path, svc, base_dir, ctx)
     if svc["name"] in RESERVED:
@@ -299,16 +340,9 @@ def _service(path, svc, proxy, allow_host_ports, ctx, need_secret, base_dir):
     port_numbers = {p["name"]: p["port"] for p in svc["ports"] if p["name"]}
     health = svc["health"]
     if health is not None:
-        if not health["live"] and not health["ready"]:
+        _health(path + ".health", health, port_numbers, ctx)
+        if not health["live"]:
             svc["health"] = None
-        else:
-            health["ready"] = health["ready"] or health["live"]
-            health["live"] = health["live"] or health["ready"]
-            health["port"] = health["port"] or next(iter(port_numbers), None)
-            if health["port"] is not None and health["port"] not in port_numbers:
-                ctx.err(path + ".health.port", "%s is not a port of this service (ports: %s)" % (
-                    short(health["port"]), ", ".join(port_numbers) or "none"))
-            health["target_port"] = port_numbers.get(health["port"])
     _routes(path, svc, proxy, port_numbers, ctx)
     affinity = svc["session_affinity"]
     if affinity in (None, False, "None"):
@@ -442,6 +476,11 @@ def normalize(raw, base_dir=None):
                                        "(add a route to a service or disable the proxy)")
 
     _kubernetes(data["kubernetes"], name, services, ctx)
+    if model["target"] == "kubernetes":
+        for path, svc in _item_paths(raw, "services", services):
+            if svc["user"] and not re.match(r"^[0-9]+(:[0-9]+)?$", svc["user"]):
+                ctx.err(path + ".user", "%s is a name: Kubernetes runs containers by number (allowed "
+                        'on kubernetes: "uid" or "uid:gid")' % short(svc["user"]))
     model["kubernetes"] = data["kubernetes"]
     model["host_ports"] = _host_ports(proxy, model["monitoring"], model["logging"], services, ctx) \
         if model["target"] in ("compose", "swarm") else []
@@ -581,7 +620,8 @@ def proxy_routes(model):
         for route in svc.get("routes") or []:
             item = {key: value for key, value in route.items() if key not in ("port", "target_port")}
             item["upstreams"] = ["%s:%d" % (svc["name"], route["target_port"])]
-            if health and health.get("target_port") == route["target_port"]:
-                item["health_path"] = health["ready"]
+            ready = (health or {}).get("ready") or {}
+            if ready.get("kind") == "http" and ready.get("target_port") == route["target_port"]:
+                item["health_path"] = ready["path"]
             out.append(item)
     return out

@@ -85,6 +85,21 @@ def _host_port(spec):
             "mode": "host"}
 
 
+def _placement(placement):
+    """A service's deploy.placement from the model (node labels, constraints, per node)."""
+    if not placement:
+        return {}
+    out = {}
+    constraints = ["node.labels.%s == %s" % (key, value)
+                   for key, value in sorted((placement.get("node_labels") or {}).items())]
+    constraints += list(placement.get("constraints") or [])
+    if constraints:
+        out["constraints"] = constraints
+    if placement.get("max_per_node"):
+        out["max_replicas_per_node"] = placement["max_per_node"]
+    return out
+
+
 def _tmpfs_mounts(svc):
     return [{"type": "tmpfs", "target": path} for path in svc.pop("tmpfs", [])]
 
@@ -117,6 +132,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
 
     published_apps = {app["name"] for app in model["services"]
                       if any(port.get("publish") for port in app.get("ports") or [])}
+    apps = {app["name"]: app for app in model["services"]}
     for name, svc in services.items():
         component = svc["labels"].get("org.opsdeck.component", name)
         health = svc.get("healthcheck")
@@ -145,7 +161,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             svc["volumes"] = mounts
         if configs:
             svc["configs"] = configs
-        for key in UNSUPPORTED:
+        for key in UNSUPPORTED + ("annotations",):
             svc.pop(key, None)
         deploy = svc.setdefault("deploy", {})
         deploy["restart_policy"] = {"condition": "any", "delay": "5s", "window": "30s"}
@@ -171,20 +187,26 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
                                        "monitor": "%ds" % monitor_seconds(health)}
             deploy["rollback_config"] = {"parallelism": 1, "order": "stop-first"}
             continue
+        svc_upd = dict(upd)
         if name == "proxy":
             svc["ports"] = [_host_port(spec) for spec in svc.pop("ports", [])]
             deploy["replicas"] = model["proxy"]["replicas"]
             # Host-mode ports: one task per node, and the old task must free the port first.
             deploy["placement"] = {"max_replicas_per_node": 1}
-            order = "stop-first"
-        else:
-            order = upd["order"]
-        monitor = upd["monitor"] or monitor_seconds(health)
+            svc_upd["order"] = "stop-first"
+        elif name in apps:
+            svc_upd.update({key: value for key, value in (apps[name].get("update") or {}).items()
+                            if key in ("parallelism", "delay", "order") and value is not None})
+            placement = _placement(apps[name].get("placement"))
+            if placement:
+                deploy["placement"] = placement
+        monitor = svc_upd["monitor"] or monitor_seconds(health)
         deploy["update_config"] = {
-            "parallelism": upd["parallelism"], "delay": "%ds" % upd["delay"], "order": order,
-            "failure_action": upd["failure_action"], "monitor": "%ds" % monitor,
+            "parallelism": svc_upd["parallelism"], "delay": "%ds" % svc_upd["delay"],
+            "order": svc_upd["order"], "failure_action": svc_upd["failure_action"],
+            "monitor": "%ds" % monitor,
         }
-        deploy["rollback_config"] = {"parallelism": upd["parallelism"], "order": order,
+        deploy["rollback_config"] = {"parallelism": svc_upd["parallelism"], "order": svc_upd["order"],
                                      "monitor": "%ds" % monitor}
 
     networks = {}
