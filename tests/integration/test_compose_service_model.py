@@ -4,6 +4,7 @@
   trailing slash (seeds 000, 003, 004). The reference app serves the same endpoints on
   APP_PORT and APP_EXTRA_PORTS and says which port answered, so each route is seen to reach
   the port the model names;
+- session affinity on Compose, emulated by the proxy (a client stays on one of two replicas);
 - an environment value taken from a secret whose value holds quotes, $ and # (seed 003's
   DATABASE_URL), configuration files from data, inline content and a file beside the
   inventory (seed 000's cluster YAML), a persistent volume the non-root app can write (seed
@@ -31,7 +32,7 @@ CLUSTER = {"cluster": {"enabled": True, "redis_address": "redis-sentinel:26379"}
 
 
 def in_container(*argv):
-    return subprocess.run(["docker", "exec", NAME + "-api-1"] + list(argv), capture_output=True,
+    return subprocess.run(["docker", "exec", NAME + "-box-1"] + list(argv), capture_output=True,
                           text=True, check=False)
 
 
@@ -53,18 +54,21 @@ def deployed(tmp_path_factory):
         "stack_proxy": {"port": PROXY_PORT, "bind": "127.0.0.1"},
         "stack_services": [
             {"name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp",
-             "ports": [{"name": "http", "port": 8000},
-                       {"name": "admin", "port": 8081, "publish": ADMIN_PUBLISHED}],
+             "ports": [{"name": "http", "port": 8000}, {"name": "admin", "port": 8081}],
+             "replicas": 2, "session_affinity": True,
              "env": {"APP_EXTRA_PORTS": "8081", "APP_NAME": {"secret": "app_name"}},
+             "health": {"port": "http", "ready": "/health/ready"},
+             "routes": [{"path": "/api/"},
+                        {"name": "api-hello", "path": "/api/hello", "port": "admin", "rate": "50r/s"}]},
+            {"name": "box", "image": "opsdeck/refapp:0.1.0", "build": "refapp",
+             "ports": [{"name": "http", "port": 8000, "publish": ADMIN_PUBLISHED}],
              "files": [{"path": "/etc/api/cluster.yaml", "data": CLUSTER},
                        {"path": "/etc/api/motd", "content": "hello\n", "mode": "0440"},
                        {"path": "/etc/api/beside.txt", "source": ".files/beside.txt"}],
              "volumes": [{"name": "data", "path": "/data", "size": "1Gi"},
                          {"name": "code", "path": "/code", "source": "../code", "read_only": True},
                          {"name": "scratch", "path": "/scratch", "type": "tmpfs", "size": "16Mi"}],
-             "health": {"port": "http", "ready": "/health/ready"},
-             "routes": [{"path": "/api/"},
-                        {"name": "api-hello", "path": "/api/hello", "port": "admin", "rate": "50r/s"}]},
+             "health": {"ready": {"tcp": True}}},
         ],
         "stack_secrets": {"app_name": TRICKY},
     })
@@ -81,6 +85,8 @@ def deployed(tmp_path_factory):
                      log=os.path.join(ROOT, "build", "logs", "service-model-second.log"))
         yield {"first": first, "second": second}
     finally:
+        if os.environ.get("OPSDECK_KEEP_STACK"):  # to look at it after the tests
+            return
         subprocess.run(["docker", "compose", "-p", NAME, "down", "-v", "--timeout", "3"],
                        capture_output=True, check=False)
         subprocess.run(["rm", "-rf", PROJECT_DIR], check=False)
@@ -105,10 +111,12 @@ def test_each_route_reaches_the_port_the_model_names(deployed):
 
 def test_the_published_port_answers_on_the_host_only_where_asked(deployed):
     status, body = get("http://127.0.0.1:%d/api/hello" % ADMIN_PUBLISHED)
-    assert status == 200 and body["port"] == 8081
-    ports = subprocess.run(["docker", "port", NAME + "-api-1"], capture_output=True, text=True,
+    assert status == 200 and body["port"] == 8000 and body["app"] == "refapp"
+    ports = subprocess.run(["docker", "port", NAME + "-box-1"], capture_output=True, text=True,
                            check=True).stdout
-    assert ports.split() == ["8081/tcp", "->", "127.0.0.1:%d" % ADMIN_PUBLISHED], ports
+    assert ports.split() == ["8000/tcp", "->", "127.0.0.1:%d" % ADMIN_PUBLISHED], ports
+    assert subprocess.run(["docker", "port", NAME + "-api-1"], capture_output=True, text=True,
+                          check=True).stdout == ""
 
 
 def test_an_environment_value_from_a_secret_arrives_as_written_and_stays_out_of_compose_yaml(deployed):
@@ -136,3 +144,12 @@ def test_volumes_persistent_writable_by_the_app_bind_and_tmpfs(deployed):
     assert in_container("sh", "-c", "touch /code/x").returncode != 0, "read_only bind mount"
     mounts = in_container("cat", "/proc/mounts").stdout
     assert any(line.split()[1] == "/scratch" and line.split()[0] == "tmpfs" for line in mounts.splitlines())
+
+
+def test_a_client_stays_on_one_of_the_two_replicas(deployed):
+    hosts = {get("http://127.0.0.1:%d/api/work?ms=1" % PROXY_PORT)[1]["hostname"] for _attempt in range(12)}
+    assert len(hosts) == 1, hosts
+    replicas = subprocess.run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=" + NAME,
+                               "--filter", "label=com.docker.compose.service=api"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert len(replicas) == 2

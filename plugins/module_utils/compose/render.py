@@ -371,7 +371,10 @@ def _app_service(model, app, secrets, files, volumes, add_secret, volume_init):
         svc["secrets"] = list(app["secrets"])
         for secret in app["secrets"]:
             add_secret(secret)
-    svc["networks"] = ["frontend", "backend"] if app.get("routes") else ["backend"]
+    # the backend network is internal: a service reached by the proxy or published on the
+    # host is on the frontend network too (Docker publishes nothing from an internal network)
+    published = any(port.get("publish") for port in app.get("ports") or [])
+    svc["networks"] = ["frontend", "backend"] if app.get("routes") or published else ["backend"]
     svc["deploy"] = _deploy(app, app["replicas"])
     svc["stop_grace_period"] = "%ds" % ((app.get("update") or {}).get("stop_grace_period") or 15)
     if _has_health(model, name):

@@ -94,6 +94,10 @@ def _service_rules(svc, target):
         how = "Ingress %s (ingress-nginx annotations)" % route["name"] if target == "kubernetes" else \
             "nginx location with limit_req/limit_conn"
         rules.append((field, NATIVE, how))
+        if target == "kubernetes":
+            rules.append((field + ".rate", EMULATED, "ingress-nginx limit-rps/limit-burst-multiplier; "
+                          "a rejected request gets 503, not 429, unless the controller's ConfigMap "
+                          "sets limit-req-status-code: \"429\" (cluster-wide)"))
         if target == "kubernetes" and route.get("basic_auth"):
             rules.append((field + ".basic_auth", NATIVE, "auth-type basic annotation"))
     for key in sorted(svc.get("env_secrets") or {}):
@@ -135,9 +139,15 @@ def _service_rules(svc, target):
         rules.append(("depends_on", NATIVE if target == "compose" else EMULATED, how))
     if svc.get("session_affinity"):
         if target == "kubernetes":
-            rules.append(("session_affinity", NATIVE, "Service sessionAffinity ClientIP"))
+            rules.append(("session_affinity", NATIVE, "Service sessionAffinity ClientIP; behind the "
+                          "Ingress a cookie (ingress-nginx affinity annotations)"))
+        elif target == "compose":
+            rules.append(("session_affinity", EMULATED, "nginx hashes the client address onto one "
+                          "replica (hash $binary_remote_addr): no timeout, and a change of replicas "
+                          "may move a client"))
         else:
-            rules.append(("session_affinity", DROPPED, "nginx balances requests round robin"))
+            rules.append(("session_affinity", DROPPED, "nginx resolves the service per request on "
+                          "Swarm (dnsrr), so it cannot keep a client on one task"))
     if svc.get("service_account") and target != "kubernetes":
         rules.append(("service_account", DROPPED, "Kubernetes only: no API token on %s" % target))
     if svc.get("tenant"):
@@ -245,8 +255,15 @@ def report(model, target=None):
                 add("stack_proxy.replicas", DROPPED, "the ingress controller's replicas are the "
                     "cluster's; rates in annotations count per controller pod")
             else:
-                add("stack_proxy.replicas", NATIVE, "%d nginx replicas, each at rate / %d" % (
-                    proxy["replicas"], proxy["replicas"]))
+                add("stack_proxy.replicas", NATIVE, "%d nginx tasks (one per node), each at rate / %d"
+                    % (proxy["replicas"], proxy["replicas"]))
+        if target == "kubernetes":
+            add("stack_proxy upstream keepalive", EMULATED, "keepalive to the pods is the ingress "
+                "controller's (ConfigMap upstream-keepalive-connections, 320 by default), not the "
+                "proxy's 32")
+            if proxy["tls"]["enabled"] and proxy["tls"]["protocols"] != ["TLSv1.2", "TLSv1.3"]:
+                add("stack_proxy.tls.protocols", DROPPED, "TLS versions are the ingress controller's "
+                    "ConfigMap setting (ssl-protocols): set it to %s there" % " ".join(proxy["tls"]["protocols"]))
         if proxy.get("host"):
             add("stack_proxy.host", NATIVE if target == "kubernetes" else DROPPED,
                 "Ingress host" if target == "kubernetes" else "nginx answers any host name")

@@ -271,8 +271,8 @@ VOLUME = Obj({
                   "(a StatefulSet), ReadWriteMany one volume shared by all.", choices=ACCESS_MODES,
                   default="ReadWriteOnce"),
     "read_only": Bool("Mount read-only.", default=False),
-}, doc="A volume mounted into the service.", example={"name": "uploads", "path": "/data", "size": "10Gi",
-                                                       "class": "ssd"})
+}, doc="A volume mounted into the service.",
+    example={"name": "uploads", "path": "/data", "size": "10Gi", "class": "ssd"})
 
 FILE = Obj({
     "path": Str("Where the file appears in the container.", required=True, pattern=ABS_PATH,
@@ -346,6 +346,8 @@ TLS = Obj({
     "cert_secret": secret_ref("The secret holding the PEM certificate chain.", default="tls_cert"),
     "key_secret": secret_ref("The secret holding the PEM private key.", default="tls_key"),
     "redirect_http": Bool("Redirect plain HTTP to HTTPS.", default=True),
+    "protocols": StrList("TLS versions the proxy accepts (seed 003: TLSv1.3 only).",
+                         default=["TLSv1.2", "TLSv1.3"], item=Str(choices=("TLSv1.2", "TLSv1.3"))),
 })
 
 PROXY = Obj({
@@ -353,7 +355,8 @@ PROXY = Obj({
     "image": image("The nginx image.", default=DEFAULT_IMAGES["proxy"]),
     "port": Int("The HTTP port published on the host.", low=1, high=65535, default=8080),
     "bind": Str("The host address the ports are published on.", default="0.0.0.0"),
-    "replicas": Int("nginx replicas.", low=1, high=100, default=1),
+    "replicas": Int("nginx replicas (Swarm: one per node; Compose runs one, the host port is one).",
+                    low=1, high=100, default=1),
     "tls": TLS,
     "security_headers": Bool("Add X-Frame-Options, X-Content-Type-Options, Referrer-Policy "
                              "and (with TLS) HSTS.", default=True),

@@ -16,8 +16,6 @@ import json
 import os
 import re
 
-import yaml
-
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import quantity
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
@@ -310,6 +308,9 @@ def _files(path, svc, base_dir, ctx):
                     short(item["source"]), base_dir, why))
                 continue
         if item["data"] is not None:
+            # controller-side only; PyYAML comes with ansible-core (imported here, not at the top,
+            # so that module_utils import without it, as ansible-test's import check requires)
+            import yaml  # pylint: disable=import-outside-toplevel
             fmt = item["format"] or ("json" if item["path"].endswith(".json") else "yaml")
             text = json.dumps(item["data"], indent=2, sort_keys=True) + "\n" if fmt == "json" else \
                 yaml.safe_dump(item["data"], default_flow_style=False, sort_keys=False, allow_unicode=True)
@@ -471,6 +472,19 @@ def normalize(raw, base_dir=None):
         if user["password_secret"] and user["password_secret"] not in secrets:
             need_secret(user["password_secret"],
                         "stack_proxy.basic_auth_users[%s].password_secret" % user["name"])
+    if model["target"] == "compose":
+        for path, svc in _item_paths(raw, "services", services):
+            count = max(svc["replicas"] or 0, (svc["autoscaling"] or {}).get("min") or 0)
+            for port in svc["ports"]:
+                if port.get("publish") and count > 1:
+                    ctx.err("%s.ports[%s].publish" % (path, port["name"]), "%d replicas would all publish "
+                            "host port %d on compose (allowed: 1 replica with a published port; route "
+                            "it through the proxy instead)" % (count, port["publish"]["port"]))
+    if proxy["enabled"] and proxy["replicas"] > 1 and model["target"] == "compose":
+        ctx.err("stack_proxy.replicas", "%d is not allowed on compose: every replica would publish the "
+                "same host port (allowed on compose: 1; Swarm runs one per node)" % proxy["replicas"])
+    if proxy["tls"]["enabled"] and not proxy["tls"]["protocols"]:
+        ctx.err("stack_proxy.tls.protocols", "is empty (allowed: TLSv1.2, TLSv1.3)")
     if proxy["enabled"] and not routes:
         ctx.err("stack_proxy.enabled", "the proxy is enabled but no service has a route "
                                        "(add a route to a service or disable the proxy)")
@@ -620,6 +634,7 @@ def proxy_routes(model):
         for route in svc.get("routes") or []:
             item = {key: value for key, value in route.items() if key not in ("port", "target_port")}
             item["upstreams"] = ["%s:%d" % (svc["name"], route["target_port"])]
+            item["affinity"] = bool(svc.get("session_affinity"))
             ready = (health or {}).get("ready") or {}
             if ready.get("kind") == "http" and ready.get("target_port") == route["target_port"]:
                 item["health_path"] = ready["path"]

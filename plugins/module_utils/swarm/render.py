@@ -198,6 +198,9 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             svc_upd.update({key: value for key, value in (apps[name].get("update") or {}).items()
                             if key in ("parallelism", "delay", "order") and value is not None})
             placement = _placement(apps[name].get("placement"))
+            if name in published_apps:
+                # host-mode ports: one task per node
+                placement["max_replicas_per_node"] = 1
             if placement:
                 deploy["placement"] = placement
         monitor = svc_upd["monitor"] or monitor_seconds(health)

@@ -137,7 +137,11 @@ def _cases(tmp, ports):
                 _route("web", "/", "web:3000", rate="6r/s", burst=0),
                 _route("slow", "/slow/", "slow:9000", rate="1r/m", burst=4),
                 _route("odd", "/odd/", "odd:9000", rate="7r/s", burst=5),
+                # session affinity: hashing in the upstream; a resolved route has no upstream block
+                _route("sticky", "/sticky/", "sticky:9000", affinity=True),
+                _route("swarm", "/swarm/", "swarm:9000", affinity=True, resolve=True),
             ],
+            "nginx_proxy_resolver": "127.0.0.11 valid=2s ipv6=off",
         },
         # Everything on, written into a directory.
         "full": {
@@ -363,11 +367,15 @@ def test_rates_are_divided_between_edge_replicas(results):
     conf = _conf(_ok(results, "replicas"))
     zones = dict(re.findall(r"limit_req_zone \$binary_remote_addr zone=([a-z-]+):10m rate=(\S+);", conf))
     # 10r/s over 3 replicas = 200r/m; 6r/s = 2r/s; 7r/s = 140r/m; 1r/m stays 1r/m (never 0).
-    assert zones == {"api": "200r/m", "web": "2r/s", "slow": "1r/m", "odd": "140r/m"}
+    assert zones == {"api": "200r/m", "web": "2r/s", "slow": "1r/m", "odd": "140r/m", "sticky": "200r/m",
+                     "swarm": "200r/m"}
     bursts = dict(re.findall(r"limit_req zone=([a-z-]+) burst=(\d+)", conf))
     # ceil(20/3) = 7, ceil(4/3) = 2, ceil(5/3) = 2; burst 0 is nginx's default and is left out
     # (nginx rejects "burst=0").
-    assert bursts == {"api": "7", "slow": "2", "odd": "2"}
+    assert bursts == {"api": "7", "slow": "2", "odd": "2", "sticky": "7", "swarm": "7"}
+    upstreams = dict(re.findall(r"upstream ([a-z-]+) \{(.*?)\}", conf, re.S))
+    assert "hash $binary_remote_addr;" in upstreams["sticky"]
+    assert "hash" not in upstreams["api"] and "swarm" not in upstreams
     assert "limit_req zone=web nodelay;" in conf
     # A route on / replaces the default 404 location.
     assert "return 404" not in conf

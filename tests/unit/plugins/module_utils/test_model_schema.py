@@ -102,7 +102,7 @@ FULL = {
                     "client_max_body_size": "10m", "real_ip_from": ["10.0.0.0/8"],
                     "host": "shop.example.com",
                     "tls": {"enabled": True, "port": 8443, "cert_secret": "tls_cert",
-                            "key_secret": "tls_key", "redirect_http": True}},
+                            "key_secret": "tls_key", "redirect_http": True, "protocols": ["TLSv1.3"]}},
     "stack_monitoring": {
         "enabled": True, "retention_time": "15d", "retention_size": "10GB", "scrape_interval": "15s",
         "evaluation_interval": "15s", "port": 19090,

@@ -167,3 +167,41 @@ def test_every_host_port_is_listed_once_for_the_preflight_check():
     raw["proxy"]["port"] = 8080
     assert "stack_services[vision-api].ports[dashboard].publish: 8080 is already published by " \
            "stack_proxy.port" in errors_of(raw)
+
+
+def test_compose_refuses_what_cannot_start_on_one_host():
+    raw = copy.deepcopy(RAW)
+    raw["proxy"]["replicas"] = 2
+    raw["services"][0]["replicas"] = 3
+    errors = errors_of(raw)
+    assert "stack_proxy.replicas: 2 is not allowed on compose: every replica would publish the same host " \
+           "port (allowed on compose: 1; Swarm runs one per node)" in errors
+    assert any(e.startswith("stack_services[vision-api].ports[api].publish: 3 replicas would all publish host "
+                            "port 8000 on compose") for e in errors)
+    raw["target"] = "swarm"
+    stack = swarm.render(normalize(raw), {})["stack"]
+    assert stack["services"]["vision-api"]["deploy"]["placement"] == {"max_replicas_per_node": 1}
+    assert stack["services"]["proxy"]["deploy"]["replicas"] == 2
+
+
+def test_session_affinity_is_emulated_by_the_proxy_on_compose_only():
+    raw = copy.deepcopy(RAW)
+    raw["services"][1]["session_affinity"] = True
+    raw["services"][1]["route"] = {"path": "/w/"}
+    routes = {r["name"]: r for r in proxy_routes(normalize(raw))}
+    assert routes["worker"]["affinity"] is True and routes["vision-api"]["affinity"] is False
+    rep = fidelity.report(normalize(raw))
+    assert any(e["field"] == "stack_services[worker].session_affinity" and "hash" in e["how"]
+               for e in rep["emulated"])
+    raw["target"] = "swarm"
+    assert "stack_services[worker].session_affinity" in {e["field"] for e in fidelity.report(normalize(raw))["dropped"]}
+
+
+def test_kubernetes_fidelity_tells_the_truth_about_the_ingress():
+    rep = fidelity.report(model(target="kubernetes", proxy={"tls": {"enabled": True, "protocols": ["TLSv1.3"]}},
+                                secrets={"tls_cert": "c", "tls_key": "k"}))
+    emulated = {e["field"]: e["how"] for e in rep["emulated"]}
+    assert "503, not 429" in emulated["stack_services[vision-api].routes[vision-admin].rate"]
+    assert "upstream-keepalive-connections" in emulated["stack_proxy upstream keepalive"]
+    dropped = {e["field"]: e["how"] for e in rep["dropped"]}
+    assert "ssl-protocols" in dropped["stack_proxy.tls.protocols"]

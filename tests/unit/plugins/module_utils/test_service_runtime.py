@@ -36,6 +36,11 @@ RAW = {
 }
 
 
+def without_cli():
+    """The services but cli (its user is a name, which Kubernetes refuses)."""
+    return [svc for svc in copy.deepcopy(RAW["services"]) if svc["name"] != "cli"]
+
+
 def model(target, **changes):
     raw = copy.deepcopy(RAW)
     raw.update(changes, target=target)
@@ -78,8 +83,7 @@ def test_swarm_update_config_and_placement():
 
 
 def test_kubernetes_probes_strategy_grace_placement_labels():
-    manifests = k8s.render(model("kubernetes", services=[s for s in copy.deepcopy(RAW["services"])
-                                                          if s["name"] != "cli"]), {})
+    manifests = k8s.render(model("kubernetes", services=without_cli()), {})
     assert validation_errors(manifests) == []
     deployment = by(manifests, "Deployment", "checkin")
     pod = deployment["spec"]["template"]["spec"]
@@ -130,8 +134,7 @@ def test_fidelity_says_what_each_target_does_with_them():
     assert "stack_services[checkin].health.live" in emulated
     swarm_rep = fidelity.report(model("swarm"))
     assert "stack_services[checkin].annotations" in {e["field"] for e in swarm_rep["dropped"]}
-    k8s_rep = fidelity.report(model("kubernetes", services=[s for s in copy.deepcopy(RAW["services"])
-                                                             if s["name"] != "cli"]))
+    k8s_rep = fidelity.report(model("kubernetes", services=without_cli()))
     native = {e["field"] for e in k8s_rep["native"]}
     assert {"stack_services[checkin].placement", "stack_services[checkin].update",
             "stack_services[checkin].health"} <= native
