@@ -80,6 +80,7 @@ debian_mirror() {
 }
 apt_source_lists() {
   local codename mirror
+  # shellcheck source=/dev/null
   codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
   mirror=$(debian_mirror "$codename")
   [ -n "$mirror" ] || die "no 'deb' entry for $codename in the apt sources: cannot find Debian's mirror"
@@ -605,7 +606,7 @@ cmd_status() {
 cmd_env() {
   local v
   v=$(readlink -f "$CACHE/current" 2>/dev/null || true)
-  [ -n "$v" ] && [ -x "$v/bin/kubectl" ] || die "not built yet: run $0 build (or up)"
+  if [ -z "$v" ] || [ ! -x "$v/bin/kubectl" ]; then die "not built yet: run $0 build (or up)"; fi
   echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
   echo "export PATH=$v/bin:\$PATH"
   echo "export OPSDECK_TEST_PAUSE_IMAGE=opsdeck-k8s/pause:$(cat "$v/pause/tag")"

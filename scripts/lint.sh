@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ansible-lint (production profile), yamllint and ansible-test sanity, all must be clean.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$PWD
 export PATH="$ROOT/.venv/bin:$PATH"
 status=0

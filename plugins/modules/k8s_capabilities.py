@@ -113,7 +113,7 @@ def main():
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=K8S_IMP_ERR)
     try:
         client = client_from_params(module.params)
-        capabilities = discover(lambda method, path: client.request(method, path))
+        capabilities = discover(client.request)
     except K8sError as exc:
         module.fail_json(msg=explain_api_error(exc, "reading the API server's version and API groups"))
     module.exit_json(changed=False, capabilities=capabilities)

@@ -155,5 +155,5 @@ def test_an_adapted_network_policy_applied_twice_keeps_its_generation(server):
     assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
     if _caps.parse_version(server["caps"]["version"]) == (1, 20):
         # why: 1.20 drops the empty list and counts every apply of it as a new generation
-        generations = [apply(server, policies[0], dry_run=False)["metadata"]["generation"] for _ in range(2)]
+        generations = [apply(server, policies[0], dry_run=False)["metadata"]["generation"] for _attempt in range(2)]
         assert generations[1] == generations[0] + 1
