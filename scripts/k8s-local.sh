@@ -105,7 +105,7 @@ debian_version() {
 # 1.20.5+really1.20.2-1.1+deb12u1 -> 1.20.2
 upstream_version() { echo "$1" | sed -e 's/-[^-]*$//' -e 's/.*really//' -e 's/+ds.*//' -e 's/^[0-9]*://'; }
 
-APT_PACKAGES=(golang-go etcd-server containernetworking-plugins dnsmasq-base dpkg-dev gcc libc6-dev
+APT_PACKAGES=(golang-go etcd-server containernetworking-plugins dnsmasq-base busybox-static dpkg-dev gcc libc6-dev
               openssl iptables conntrack curl python3 iproute2)
 ensure_packages() {
   local missing=() p installed
@@ -230,19 +230,38 @@ keep_from_source() {
   cp "$k/api/openapi-spec/swagger.json" "$VDIR/openapi-v2.json"
 }
 
-# The pod sandbox image, built locally from the source's pause.c (FROM scratch).
+# The pod sandbox image, built locally from the source's pause.c (FROM scratch), and a
+# busybox image from Debian's busybox-static (shell, wget, nslookup, httpd) for test pods.
+# Tagged: an untagged image would make the kubelet pull (Always), and nothing can be pulled.
 pause_image() { echo "opsdeck-k8s/pause:$(cat "$VDIR/pause/tag")"; }
-build_pause_image() {
-  local img dir
+busybox_image() { echo "opsdeck-k8s/busybox:$(/bin/busybox 2>&1 | sed -n '1s/^BusyBox v\([0-9.]*\).*/\1/p')"; }
+docker_build() { # image directory
+  docker build -q -t "$1" "$2" >"$CACHE/image-build.log" 2>&1 || { cat "$CACHE/image-build.log" >&2; die "building $1 failed"; }
+}
+build_images() {
+  local img dir a
   img=$(pause_image)
-  docker image inspect "$img" >/dev/null 2>&1 && return 0
-  log "building $img from the source's build/pause/linux/pause.c"
-  dir=$(mktemp -d)
-  gcc -Os -static -DVERSION="v$(cat "$VDIR/pause/tag")-opsdeck" -o "$dir/pause" "$VDIR/pause/pause.c"
-  strip "$dir/pause"
-  printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$dir/Dockerfile"
-  docker build -q -t "$img" "$dir" >"$CACHE/pause-image.log" 2>&1 || { cat "$CACHE/pause-image.log" >&2; die "building $img failed"; }
-  rm -rf "$dir"
+  if ! docker image inspect "$img" >/dev/null 2>&1; then
+    log "building $img from the source's build/pause/linux/pause.c"
+    dir=$(mktemp -d)
+    gcc -Os -static -DVERSION="v$(cat "$VDIR/pause/tag")-opsdeck" -o "$dir/pause" "$VDIR/pause/pause.c"
+    strip "$dir/pause"
+    printf 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n' >"$dir/Dockerfile"
+    docker_build "$img" "$dir"
+    rm -rf "$dir"
+  fi
+  img=$(busybox_image)
+  if ! docker image inspect "$img" >/dev/null 2>&1; then
+    log "building $img from Debian's busybox-static"
+    dir=$(mktemp -d)
+    mkdir -p "$dir/root/bin" "$dir/root/tmp"
+    cp /bin/busybox "$dir/root/bin/busybox"
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$dir/root/bin/$a"; done
+    chmod 1777 "$dir/root/tmp"
+    printf 'FROM scratch\nCOPY root/ /\nENV PATH=/bin\nUSER 65534:65534\nCMD ["/bin/sh"]\n' >"$dir/Dockerfile"
+    docker_build "$img" "$dir"
+    rm -rf "$dir"
+  fi
 }
 
 cmd_build() {
@@ -251,7 +270,7 @@ cmd_build() {
   ensure_packages
   set_version
   build_binaries
-  build_pause_image
+  build_images
   ln -sfn "$DEBVER" "$CACHE/current"
   log "Kubernetes $VERSION (Debian $DEBVER) ready in $BIN ($(( $(date +%s) - t0 ))s)"
 }
@@ -524,16 +543,17 @@ stop() { # component program
 }
 
 # iptables: only the KUBE-* (kubelet, kube-proxy) and CNI-* (firewall, portmap plugins)
-# chains and the jumps to them; Docker's rules are left as they are.
+# chains and the jumps to them; Docker's rules are left as they are. -w: Docker and the
+# other engines' containers take the xtables lock often.
 clean_iptables() {
   local t rules chains c r
   for t in filter nat mangle; do
-    rules=$(iptables -t "$t" -S 2>/dev/null) || continue
-    grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE|CNI)-' <<<"$rules" \
-      | sed 's/^-A /-D /' | while read -r r; do eval "iptables -t $t $r" 2>/dev/null || true; done
+    rules=$(iptables -w 10 -t "$t" -S 2>/dev/null) || continue
+    { grep -E '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*-j (KUBE|CNI)-' <<<"$rules" || true; } \
+      | sed 's/^-A /-D /' | while read -r r; do eval "iptables -w 10 -t $t $r" 2>/dev/null || true; done
     chains=$(sed -n 's/^-N \(\(KUBE\|CNI\)-[A-Za-z0-9_-]*\)$/\1/p' <<<"$rules")
-    for c in $chains; do iptables -t "$t" -F "$c" 2>/dev/null || true; done
-    for c in $chains; do iptables -t "$t" -X "$c" 2>/dev/null || true; done
+    for c in $chains; do iptables -w 10 -t "$t" -F "$c" 2>/dev/null || true; done
+    for c in $chains; do iptables -w 10 -t "$t" -X "$c" 2>/dev/null || true; done
   done
 }
 
@@ -552,7 +572,7 @@ cmd_down() {
   stop kubelet kubelet
   # the containers the dockershim made (label io.kubernetes.docker.type) for this cluster's
   # pods; with no other kubelet on the machine, leftovers of an earlier run as well
-  ids=$(docker ps -aq --filter label=io.kubernetes.docker.type \
+  ids=$(docker ps -a --filter label=io.kubernetes.docker.type \
         --format '{{.ID}} {{.Label "io.kubernetes.pod.uid"}}' 2>/dev/null \
         | while read -r id uid; do
             if [ -z "$foreign" ] || { [ -n "$uid" ] && grep -qx "$uid" <<<"$uids"; }; then echo "$id"; fi
@@ -571,9 +591,18 @@ cmd_down() {
   if ip link show "$BRIDGE" >/dev/null 2>&1; then log "deleting bridge $BRIDGE"; ip link del "$BRIDGE" || true; fi
   rm -rf "$STATE/cni/ipam"
   # kept while another cluster's kubelet runs (they would be its chains too)
-  if [ -z "$foreign" ] && [ "${OPSDECK_K8S_KEEP_IPTABLES:-0}" != 1 ]; then clean_iptables; fi
+  if [ -z "$foreign" ] && [ "${OPSDECK_K8S_KEEP_IPTABLES:-0}" != 1 ]; then
+    local try left
+    for try in 1 2 3; do
+      clean_iptables
+      left=$({ iptables-save 2>/dev/null || true; } | { grep -cE '^:(KUBE|CNI)-' || true; })
+      [ "$left" = 0 ] && break
+      sleep "$try"
+    done
+    [ "$left" = 0 ] || log "iptables: $left KUBE-/CNI- chains could not be removed (in use?)"
+  fi
   # the kubelet's mounts (Secret and projected volumes are tmpfs) under our state
-  grep -E " $STATE/kubelet(/| )" /proc/mounts | awk '{print $2}' | sort -r \
+  { grep -E " $STATE/kubelet(/| )" /proc/mounts || true; } | awk '{print $2}' | sort -r \
     | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
   if [ "${1:-}" = --purge ]; then
     log "deleting $STATE (certificates, etcd data, volumes)"
@@ -610,6 +639,7 @@ cmd_env() {
   echo "export KUBECONFIG=$ADMIN_KUBECONFIG"
   echo "export PATH=$v/bin:\$PATH"
   echo "export OPSDECK_TEST_PAUSE_IMAGE=opsdeck-k8s/pause:$(cat "$v/pause/tag")"
+  echo "export OPSDECK_TEST_BUSYBOX_IMAGE=$(busybox_image)"
   echo "export OPSDECK_K8S_OPENAPI_V2=$v/openapi-v2.json"
 }
 
