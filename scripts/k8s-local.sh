@@ -456,7 +456,7 @@ cmd_up() {
   start dnsmasq /usr/sbin/dnsmasq --keep-in-foreground --log-facility=- --no-hosts \
     --listen-address="$NODE_IP" --bind-interfaces --port=53 \
     --hostsdir="$STATE/dns/hosts" --local=/cluster.local/ --domain-needed --no-negcache \
-    --pid-file="$RUN/dnsmasq.own.pid" --user=root
+    --pid-file="$RUN/dnsmasq.pidfile" --user=root
   wait_for "dnsmasq on $NODE_IP:53" 30 dns_listening
   # The agent: DNS records from Services and Endpoints, hostPath volumes for claims.
   start agent /usr/bin/python3 "$HERE/k8s_local_agent.py" --server "https://127.0.0.1:$API_PORT" \
