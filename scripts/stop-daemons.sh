@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Stop only the daemons that scripts/setup.sh started (their PIDs are in build/*.pid).
+# Stop only the daemons that scripts/setup.sh started (their PIDs are in build/*.pid), and
+# the local Kubernetes cluster when scripts/test.sh started it (build/k8s-local.started):
+# its own `down` stops exactly the processes and pod containers it started, then its state
+# is deleted so that the next run starts from a new cluster.
 cd "$(dirname "$0")/.." || exit 0
+if [ -f build/k8s-local.started ]; then
+  bash scripts/k8s-local.sh down --purge >>build/k8s-local.log 2>&1 || echo "stop-daemons: k8s-local.sh down failed (see build/k8s-local.log)" >&2
+  rm -f build/k8s-local.started
+fi
 for f in build/*.pid; do
   [ -f "$f" ] || continue
   pid=$(cat "$f")

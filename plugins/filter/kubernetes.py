@@ -10,6 +10,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import capabilities as _capabilities
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes
 from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain as _plain
 
@@ -63,6 +64,42 @@ def kubernetes_restorable(obj):
     return _kubernetes.restorable(_plain(obj))
 
 
+def kubernetes_capabilities(source):
+    """Capabilities to render for: from a version (``"1.20"``), a kubernetes.core.k8s_cluster_info
+    result, or opsdeck.stack.k8s_capabilities' ``capabilities``; None for an empty value."""
+    source = _plain(source)
+    if not source:
+        return None
+    try:
+        if isinstance(source, dict):
+            if "api_versions" in source:
+                _capabilities.parse_version(source.get("version"))
+                return source
+            if "apis" in source:
+                return _capabilities.from_cluster_info(source)
+            raise ValueError("expected a version, or a dict with api_versions (k8s_capabilities) or apis "
+                             "(k8s_cluster_info), got the keys %s" % ", ".join(sorted(source)))
+        return _capabilities.for_version(str(source))
+    except ValueError as exc:
+        raise AnsibleFilterError("kubernetes_capabilities: %s" % exc) from None
+
+
+def kubernetes_adapt(manifests, capabilities=None):
+    """The manifests adapted to what the server serves (see module_utils/k8s/capabilities.py)."""
+    try:
+        return _capabilities.adapt(_plain(manifests), kubernetes_capabilities(capabilities))
+    except _capabilities.CapabilityError as exc:
+        raise AnsibleFilterError("kubernetes_adapt: %s" % exc) from None
+
+
+def kubernetes_adaptations(manifests, capabilities=None):
+    """What kubernetes_adapt changes, one line per change (names and fields, never values)."""
+    try:
+        return _capabilities.explain(_plain(manifests), kubernetes_capabilities(capabilities))
+    except _capabilities.CapabilityError as exc:
+        raise AnsibleFilterError("kubernetes_adapt: %s" % exc) from None
+
+
 class FilterModule:
     """opsdeck.stack Kubernetes filters."""
 
@@ -73,4 +110,7 @@ class FilterModule:
             "kubernetes_files": kubernetes_files,
             "kubernetes_restorable": kubernetes_restorable,
             "stack_hpa_params": stack_hpa_params,
+            "kubernetes_capabilities": kubernetes_capabilities,
+            "kubernetes_adapt": kubernetes_adapt,
+            "kubernetes_adaptations": kubernetes_adaptations,
         }

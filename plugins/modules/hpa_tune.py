@@ -2,14 +2,14 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) opsdeck maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Create, tune or remove an autoscaling/v2 HorizontalPodAutoscaler."""
+"""Create, tune or remove an autoscaling/v2 (or v2beta2) HorizontalPodAutoscaler."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: hpa_tune
-short_description: Create, tune or remove a Kubernetes autoscaling/v2 HorizontalPodAutoscaler
+short_description: Create, tune or remove a Kubernetes autoscaling/v2 (or v2beta2) HorizontalPodAutoscaler
 version_added: 0.1.0
 description:
   - Creates, tunes or removes an C(autoscaling/v2) HorizontalPodAutoscaler (HPA) for a
@@ -31,6 +31,9 @@ description:
   - Returns a preview of the step sizes the HPA controller will take at the current
     replica count, computed with the controller's own arithmetic (RV(preview)).
   - With O(dest) the manifest is written to a file instead (GitOps); no cluster is contacted.
+  - Speaks the HPA version the API server serves (O(api_version)) - C(autoscaling/v2) from
+    Kubernetes 1.23, C(autoscaling/v2beta2) on older servers (1.12 to 1.22, where the same
+    fields have the same meaning).
 author:
   - opsdeck maintainers (@opsdeck)
 extends_documentation_fragment:
@@ -239,6 +242,16 @@ options:
       - Replica count at which to compute RV(preview). Defaults to the HPA's current
         replicas, else the target's replicas, else the minimum.
     type: int
+  api_version:
+    description:
+      - API version of the HorizontalPodAutoscaler.
+      - V(auto) asks the API server which autoscaling versions it serves and uses
+        C(autoscaling/v2), or C(autoscaling/v2beta2) on a server without it (Kubernetes
+        1.22 and older); with O(dest), the version of the existing file, else C(autoscaling/v2).
+      - Both versions have the same fields and defaults for everything this module manages.
+    type: str
+    choices: [auto, autoscaling/v2, autoscaling/v2beta2]
+    default: auto
   dest:
     description:
       - Write the manifest to this file instead of applying it (GitOps mode). The file is
@@ -373,6 +386,11 @@ action:
   type: str
   sample: updated
   choices: [created, updated, deleted, unchanged, absent, written]
+api_version:
+  description: The HPA API version spoken (see O(api_version)).
+  returned: when O(state=present), or O(state=absent) against a cluster
+  type: str
+  sample: autoscaling/v2beta2
 manifest:
   description: The full HPA manifest that was (or would be) applied or written.
   returned: when O(state=present)
@@ -507,7 +525,8 @@ except ImportError:
     HAS_YAML = False
     YAML_IMP_ERR = traceback.format_exc()
 
-HPA_API = "autoscaling/v2"
+HPA_API = API_VERSION  # autoscaling/v2
+HPA_API_VERSIONS = (API_VERSION, "autoscaling/v2beta2")  # the schemas are the same for what is managed here
 HPA_PLURAL = "horizontalpodautoscalers"
 FILE_HEADER = "---\n# Managed by opsdeck.stack.hpa_tune; edits to managed fields are overwritten.\n"
 
@@ -547,6 +566,7 @@ def argument_spec():
             unit=dict(type="str", default="req/s"),
         )),
         labels=dict(type="dict"),
+        api_version=dict(type="str", default="auto", choices=["auto"] + list(HPA_API_VERSIONS)),
         preflight=dict(type="bool", default=True),
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="int", default=120),
@@ -592,6 +612,7 @@ class HpaTune(object):
         self.result = dict(changed=False)
         self.desired, self.derived = {}, None
         self.client = None
+        self.hpa_api = HPA_API if self.params["api_version"] == "auto" else self.params["api_version"]
 
     # ------------------------------------------------------------------ helpers
     def fail(self, msg, **kwargs):
@@ -604,7 +625,28 @@ class HpaTune(object):
         self.fail("%s: %s. %s" % (headline, numbered, advice), violations=list(problems))
 
     def hpa_path(self, name=None):
-        return namespaced_path(HPA_API, HPA_PLURAL, self.namespace, name)
+        return namespaced_path(self.hpa_api, HPA_PLURAL, self.namespace, name)
+
+    def _render(self, spec, live):
+        manifest = render_manifest(self.name, self.namespace, spec, self.desired.get("labels"), base=live)
+        manifest["apiVersion"] = self.hpa_api
+        return manifest
+
+    def served_hpa_api(self):
+        """The HPA version to speak: api_version, or (auto) the newest the server serves."""
+        groups = self.api("reading the API groups the server serves", "GET", "/apis").get("groups") or []
+        served = [v.get("groupVersion") for g in groups if g.get("name") == "autoscaling"
+                  for v in g.get("versions") or []]
+        if self.params["api_version"] != "auto":
+            if self.params["api_version"] not in served:
+                self.fail("the API server does not serve %s (it serves %s); use api_version: auto"
+                          % (self.params["api_version"], ", ".join(served) or "no autoscaling version"))
+            return self.params["api_version"]
+        for version in HPA_API_VERSIONS:
+            if version in served:
+                return version
+        self.fail("the API server serves neither %s (it serves %s): it is too old for behavior and memory "
+                  "targets" % (" nor ".join(HPA_API_VERSIONS), ", ".join(served) or "no autoscaling version"))
 
     def where(self):
         return "HorizontalPodAutoscaler %s/%s" % (self.namespace, self.name)
@@ -699,12 +741,15 @@ class HpaTune(object):
                     os.remove(dest)
             return
         live = self._parse_dest(dest, before_text) if before_text is not None else None
+        if live is not None and self.params["api_version"] == "auto":
+            self.hpa_api = live["apiVersion"]
+        self.result["api_version"] = self.hpa_api
         spec = self._merged(live, "%s (file %s)" % (self.where(), dest))
-        manifest = render_manifest(self.name, self.namespace, spec, self.desired.get("labels"), base=live)
+        manifest = self._render(spec, live)
         self.result["manifest"] = manifest
         self.result["spec"] = normalize_spec(spec)
         self.result["preview"] = self._preview(spec, None)
-        if not self._needs_change(live, spec):
+        if not self._needs_change(live, spec) and (live is None or live.get("apiVersion") == self.hpa_api):
             self.result["action"] = "unchanged"
             return
         after_text = FILE_HEADER + _yaml_text(manifest)
@@ -739,9 +784,9 @@ class HpaTune(object):
         if len(docs) != 1 or not isinstance(obj, dict) or obj.get("kind") != KIND:
             self.fail("dest %s does not hold exactly one HorizontalPodAutoscaler; give each HPA its own file "
                       "or remove it" % dest)
-        if obj.get("apiVersion") != API_VERSION:
+        if obj.get("apiVersion") not in HPA_API_VERSIONS:
             self.fail("dest %s holds a HorizontalPodAutoscaler of apiVersion %s; this module writes %s - "
-                      "convert or remove the file" % (dest, obj.get("apiVersion"), API_VERSION))
+                      "convert or remove the file" % (dest, obj.get("apiVersion"), " or ".join(HPA_API_VERSIONS)))
         meta = obj.get("metadata") or {}
         if meta.get("name") != self.name or (meta.get("namespace") or self.namespace) != self.namespace:
             self.fail("dest %s holds HPA %s/%s, not %s/%s; use another file or fix name/namespace"
@@ -765,6 +810,8 @@ class HpaTune(object):
         except K8sError as exc:
             self.fail(str(exc))
         self.result["dry_run"] = False
+        self.hpa_api = self.served_hpa_api()
+        self.result["api_version"] = self.hpa_api
         live = self.api("reading %s" % self.where(), "GET", self.hpa_path(self.name), missing_ok=True)
         if self.params["state"] == "absent":
             self.result["action"] = "deleted" if live else "absent"
@@ -784,7 +831,7 @@ class HpaTune(object):
             if attempt == 1 and self.params["preflight"]:
                 target = self.run_preflight(spec)
             changed = self._needs_change(live, spec)
-            manifest = render_manifest(self.name, self.namespace, spec, self.desired.get("labels"), base=live)
+            manifest = self._render(spec, live)
             self.result["manifest"] = manifest
             self.result["spec"] = normalize_spec(spec)
             obj = live

@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -169,3 +170,34 @@ def test_secrets_without_data_for_an_external_secret_store(tmp_path):
         assert manifest["metadata"]["annotations"]["opsdeck.io/secret-keys"]
     assert all(leaks((dest / name).read_text()) == [] for name in os.listdir(dest))
     assert leaks(result.stdout) == []
+
+
+def test_manifests_for_an_older_kubernetes(tmp_path):
+    """kubernetes_server_version: the files are what that release serves, and say so."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "plugins", "module_utils"))
+    from openapi_strict import Schema, openapi_path  # pylint: disable=import-outside-toplevel
+
+    dest = tmp_path / "manifests"
+    inventory = make_inventory(tmp_path)
+    first = deploy(inventory, dest, "-e", "kubernetes_server_version=1.20")
+    assert first.returncode == 0, first.stdout[-4000:]
+    out = " ".join(first.stdout.split())
+    assert "Rendered for Kubernetes 1.20: " in out
+    assert "HorizontalPodAutoscaler shop/api: autoscaling/v2beta2 instead of autoscaling/v2" in out
+    documents = {name: yaml.safe_load((dest / name).read_text().split("---\n", 1)[-1]) for name in os.listdir(dest)}
+    by_kind = {}
+    for item in documents.values():
+        by_kind.setdefault(item["kind"], []).append(item)
+    assert {m["apiVersion"] for m in by_kind["HorizontalPodAutoscaler"]} == {"autoscaling/v2beta2"}
+    assert {m["apiVersion"] for m in by_kind["PodDisruptionBudget"]} == {"policy/v1beta1"}
+    assert all("persistentVolumeClaimRetentionPolicy" not in m["spec"] for m in by_kind["StatefulSet"])
+    assert all(m["spec"].get(k) != [] for m in by_kind["NetworkPolicy"] for k in ("ingress", "egress"))
+    if openapi_path():  # the OpenAPI document of 1.20 that scripts/k8s-local.sh keeps
+        schema = Schema(openapi_path())
+        errors = ["%s: %s" % (name, e) for name, item in sorted(documents.items()) for e in schema.errors(item)]
+        assert errors == [], "\n".join(errors)
+    second = deploy(inventory, dest, "-e", "kubernetes_server_version=1.20")
+    assert second.returncode == 0 and recap(second.stdout)["changed"] == 0, second.stdout[-4000:]
+    wrong = deploy(inventory, dest, "-e", "kubernetes_server_version=one-twenty")
+    assert wrong.returncode != 0
+    assert "'one-twenty' is not a Kubernetes version (e.g. 1.20 or v1.20.2)" in " ".join(wrong.stdout.split())

@@ -4,8 +4,9 @@
 """opsdeck.stack.kubernetes in apply mode against a real Kubernetes cluster.
 
 Runs only when KUBECONFIG points at a cluster; otherwise every test is reported as skipped
-with the reason "not run: KUBECONFIG not set" (never as passed). No API server can run on
-the machine this was written on, so these tests have NOT been run there.
+with the reason "not run: KUBECONFIG not set" (never as passed). scripts/test.sh brings up
+the local cluster of scripts/k8s-local.sh (Kubernetes 1.20 built from Debian's source, the
+kubelet on the local Docker engine) and sets KUBECONFIG, so `make test` runs them.
 
 A small stack (one app on a pause image, no data stores, no proxy) is deployed into a
 throw-away namespace through playbooks/deploy.yml (server-side apply, waits), re-deployed
@@ -13,8 +14,9 @@ throw-away namespace through playbooks/deploy.yml (server-side apply, waits), re
 the Deployment, and the Deployment must be back on the previous image. The namespace is
 deleted at the end.
 
-Set OPSDECK_TEST_PAUSE_IMAGE to a pause image the cluster can pull (default
-registry.k8s.io/pause:3.9). The cluster needs no ingress controller.
+Set OPSDECK_TEST_PAUSE_IMAGE to a pause image the cluster can pull or already has (default
+registry.k8s.io/pause:3.9; `scripts/k8s-local.sh env` names the one it built locally,
+opsdeck-k8s/pause:3.4). The cluster needs no ingress controller.
 """
 
 from __future__ import annotations

@@ -185,8 +185,11 @@ class K8sClient(object):
                 headers[setting["key"]] = setting["value"]
         return headers
 
-    def request(self, method, path, query=None, body=None):
+    def request(self, method, path, query=None, body=None, content_type=None):
         """Send one request; return the decoded JSON body (or ``{}``).
+
+        ``content_type`` overrides ``application/json`` for the body, e.g.
+        ``application/apply-patch+yaml`` for a server-side apply (JSON is YAML).
 
         Raises ``K8sApiError`` for HTTP errors and ``K8sError`` when the server
         cannot be reached.
@@ -196,7 +199,9 @@ class K8sClient(object):
             url += "?" + urlencode(query)
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type or "application/json"
+            if content_type and not isinstance(body, (str, bytes)):
+                body = json.dumps(body)  # the REST layer encodes only JSON content types itself
         headers.update(self._auth_headers())
         try:
             resp = self._rest.request(method, url, headers=headers, body=body, _request_timeout=self.timeout)

@@ -105,7 +105,7 @@ def container(name, cpu="250m", memory="256Mi"):
 class FakeKubeAPI(object):
     """In-memory state + HTTP front of the fake API server (see module docstring)."""
 
-    HPA = re.compile(r"^/apis/autoscaling/v2/namespaces/([^/]+)/horizontalpodautoscalers(?:/([^/]+))?$")
+    HPA = re.compile(r"^/apis/(autoscaling/v2(?:beta2)?)/namespaces/([^/]+)/horizontalpodautoscalers(?:/([^/]+))?$")
     WORKLOAD = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets)/([^/]+)$")
     KEDA = re.compile(r"^/apis/keda\.sh/v1alpha1/namespaces/([^/]+)/scaledobjects$")
 
@@ -115,6 +115,8 @@ class FakeKubeAPI(object):
         self.workloads = {}
         self.metrics_api = 200
         self.keda = None  # None: KEDA not installed (404)
+        # the autoscaling group versions served (Kubernetes 1.20 serves v2beta2, not v2)
+        self.autoscaling = ["autoscaling/v1", "autoscaling/v2"]
         self.requests = []
         self.rv = 100
         self.active_after_gets = 0  # ScalingActive becomes True after this many GETs of the HPA
@@ -168,9 +170,14 @@ class FakeKubeAPI(object):
             self.requests.append((method, path, query))
             if headers.get("Authorization") != "Bearer " + TOKEN:
                 return 401, self.status(401, "Unauthorized", "Unauthorized")
+            if path == "/apis" and method == "GET":
+                return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                    {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}]},
+                    {"name": "autoscaling",
+                     "versions": [{"groupVersion": v, "version": v.split("/")[1]} for v in self.autoscaling]}]}
             m = self.HPA.match(path)
-            if m:
-                return self.hpa(method, m.group(1), m.group(2), query, body)
+            if m and m.group(1) in self.autoscaling:
+                return self.hpa(method, m.group(2), m.group(3), query, body, m.group(1))
             m = self.WORKLOAD.match(path)
             if m and method == "GET":
                 obj = self.workloads.get((m.group(2), m.group(1), m.group(3)))
@@ -193,7 +200,7 @@ class FakeKubeAPI(object):
         return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": message,
                 "code": code}
 
-    def hpa(self, method, ns, name, query, body):
+    def hpa(self, method, ns, name, query, body, group_version="autoscaling/v2"):
         key = (ns, name)
         dry = query.get("dryRun") == ["All"]
         if dry and self.forbid_dry_run:
@@ -211,8 +218,14 @@ class FakeKubeAPI(object):
                 self.active_after_gets -= 1
             return 200, obj
         if method in ("POST", "PUT"):
+            if body.get("apiVersion") != group_version:
+                return 400, self.status(400, "BadRequest", "the API version in the data (%s) does not match the "
+                                                           "expected API version (%s)" % (body.get("apiVersion"),
+                                                                                          group_version))
             try:
-                kubernetes_validate.validate(copy.deepcopy(body), "1.33.0", strict=True)
+                # v2beta2 is no longer in 1.33's schemas; 1.25 still has it
+                kubernetes_validate.validate(copy.deepcopy(body), "1.33.0" if group_version == "autoscaling/v2"
+                                             else "1.25.0", strict=True)
             except kubernetes_validate.ValidationError as exc:
                 return 422, self.status(422, "Invalid", "HorizontalPodAutoscaler is invalid: %s" % exc.message)
             if (body.get("metadata") or {}).get("namespace", ns) != ns:
@@ -601,6 +614,34 @@ def test_every_manifest_sent_passed_strict_schema_validation(fake_api):
         kubernetes_validate.validate(sent, "1.29.0", strict=True)
 
 
+def test_a_server_without_autoscaling_v2_gets_v2beta2(fake_api):
+    """Kubernetes 1.20 serves autoscaling/v2beta2 only: create, check, tune, delete through it."""
+    fake_api.autoscaling = ["autoscaling/v1", "autoscaling/v2beta1", "autoscaling/v2beta2"]
+    checked = run(api_args(fake_api), check=True)
+    assert checked["changed"] and checked["api_version"] == "autoscaling/v2beta2" and fake_api.hpas == {}
+    created = run(api_args(fake_api))
+    assert created["changed"] and created["manifest"]["apiVersion"] == "autoscaling/v2beta2"
+    assert fake_api.hpas[(NS, "evolution-api-hpa")]["apiVersion"] == "autoscaling/v2beta2"
+    assert all("/autoscaling/v2/" not in r[1] for r in fake_api.requests)
+    for check in (True, False):
+        assert not run(api_args(fake_api), check=check)["changed"]
+    tuned = run(dict(name="evolution-api-hpa", namespace=NS, host=fake_api.url, api_key=TOKEN, max_replicas=30))
+    assert tuned["changed"] and fake_api.hpas[(NS, "evolution-api-hpa")]["spec"]["maxReplicas"] == 30
+    asked = run(api_args(fake_api, api_version="autoscaling/v2"))
+    assert asked["failed"] and "does not serve autoscaling/v2 (it serves autoscaling/v1, autoscaling/v2beta1, " \
+        "autoscaling/v2beta2)" in asked["msg"]
+    gone = run(dict(name="evolution-api-hpa", namespace=NS, host=fake_api.url, api_key=TOKEN, state="absent"))
+    assert gone["changed"] and fake_api.hpas == {}
+
+
+def test_a_server_with_neither_version_is_refused_with_what_it_serves(fake_api):
+    fake_api.autoscaling = ["autoscaling/v1"]
+    result = run(api_args(fake_api))
+    assert result["failed"] and "serves neither autoscaling/v2 nor autoscaling/v2beta2 (it serves autoscaling/v1)" \
+        in result["msg"]
+    assert fake_api.writes() == []
+
+
 # =============================================================================== dest (GitOps), in-process
 def dest_args(path, **extra):
     args = dict(SEED_ARGS, dest=str(path))
@@ -671,6 +712,18 @@ def test_dest_refuses_foreign_files_and_missing_directories(tmp_path):
     assert "convert or remove the file" in run(dest_args(path))["msg"]
     result = run(dest_args(tmp_path / "missing" / "hpa.yaml"))
     assert result["failed"] and "does not exist; create it first" in result["msg"]
+
+
+def test_dest_keeps_a_v2beta2_file_and_converts_when_asked(tmp_path):
+    path = tmp_path / "hpa.yaml"
+    run(dest_args(path, api_version="autoscaling/v2beta2"))
+    assert yaml.safe_load(path.read_text())["apiVersion"] == "autoscaling/v2beta2"
+    kubernetes_validate.validate(yaml.safe_load(path.read_text()), "1.25.0", strict=True)
+    again = run(dest_args(path))  # auto: the file's version
+    assert not again["changed"] and again["api_version"] == "autoscaling/v2beta2"
+    converted = run(dest_args(path, api_version="autoscaling/v2"))
+    assert converted["changed"] and yaml.safe_load(path.read_text())["apiVersion"] == "autoscaling/v2"
+    validate_file(path)
 
 
 def test_dest_absent_removes_the_file(tmp_path):
