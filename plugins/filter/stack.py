@@ -52,8 +52,11 @@ _Dumper.add_representer(str, _str_presenter)
 
 def compose_project(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None):
     """Render a Compose project: {"yaml": text, "files": [...], "hashes": {...}, "volume_init": [...]}."""
-    result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
-                             _plain(monitoring_files or []), _plain(elk_files or []))
+    try:
+        result = _compose.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
+                                 _plain(monitoring_files or []), _plain(elk_files or []))
+    except ValueError as exc:
+        raise AnsibleFilterError(str(exc)) from None
     text = yaml.dump(result["project"], Dumper=_Dumper, sort_keys=False,
                      default_flow_style=False, width=120)
     header = "# Rendered by opsdeck.stack from the stack model: do not edit by hand.\n"

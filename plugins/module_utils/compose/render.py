@@ -17,6 +17,7 @@ shows which secret changed without showing it.
 from __future__ import annotations
 
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import patch as _patch
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import quantity
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import elk as _elk
 from ansible_collections.opsdeck.stack.plugins.module_utils.components import monitoring as _monitoring
@@ -127,13 +128,25 @@ def _base(model, component, image):
     }
 
 
-def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None):
+def apply_overrides(services, overrides, section):
+    """Merge ``stack_overrides.<section>`` into the rendered services; an override of a service
+    that is not rendered is an error naming it."""
+    for name, patch in sorted((overrides or {}).items()):
+        if name not in services:
+            raise ValueError("stack_overrides.%s.%s: no service %r in the rendered %s (services: %s)" % (
+                section, name, name, "project" if section == "compose" else "stack", ", ".join(sorted(services))))
+        services[name] = _patch.merge(services[name], patch)
+
+
+def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=None, overrides=True):
     """Return {"project": compose dict, "files": [...], "hashes": {service: hash}}.
 
     ``secrets`` maps secret names to their values (from the vault); ``proxy_files`` is the
     ``nginx_proxy_files`` list produced by the nginx_proxy role, ``monitoring_files`` the
     ``monitoring_files`` list of the monitoring role (used when monitoring is enabled),
     ``elk_files`` the ``elk_files`` list of the elk role (used when logging is enabled).
+    ``overrides``: apply ``stack_overrides.compose`` (the Swarm renderer, which starts from
+    this rendering, applies its own instead).
     """
     stack = model["name"]
     services = {}
@@ -273,6 +286,8 @@ def render(model, secrets, proxy_files=None, monitoring_files=None, elk_files=No
         svc["labels"].update({"%s.secret.%s" % (LABEL_PREFIX, n): d
                               for n, d in parts["secrets"].items()})
 
+    if overrides:
+        apply_overrides(services, (model.get("overrides") or {}).get("compose"), "compose")
     project = {"name": stack, "services": services,
                "networks": {"frontend": {}, "backend": {"internal": True}}}
     if "prometheus" in services:

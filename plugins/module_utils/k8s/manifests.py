@@ -44,6 +44,7 @@ import re
 
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import digest as _digest
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import names
+from ansible_collections.opsdeck.stack.plugins.module_utils.common import patch as _patch
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 
 MANAGED_BY = "opsdeck"
@@ -1000,10 +1001,34 @@ def render(model, secrets, htpasswd=None, ingress_namespace=INGRESS_NAMESPACE,
     out.extend(_kubernetes_obs.render(model, secrets, namespace, monitoring_files, elk_files,
                                       api_server_cidrs))
 
+    out = apply_overrides(out, (model.get("overrides") or {}).get("kubernetes") or [])
     for item in out:
         annotate_policy_skips(item)
     check_names(out)
     return sorted(out, key=lambda m: (KIND_ORDER.index(m["kind"]), m["metadata"]["name"]))
+
+
+def apply_overrides(manifests, patches):
+    """``stack_overrides.kubernetes``: each patch applied to the object it names (strategic-
+    merge style or RFC 6902); a patch of an object that is not rendered is an error."""
+    out = list(manifests)
+    for item in patches:
+        kind, name = item["target"].split("/", 1)
+        found = [i for i, m in enumerate(out) if m["kind"] == kind and m["metadata"]["name"] == name
+                 and (not item.get("namespace") or m["metadata"].get("namespace") == item["namespace"])]
+        where = "stack_overrides.kubernetes[%s]" % item["target"]
+        if len(found) != 1:
+            raise RenderError("%s: %s rendered object is %s/%s%s" % (
+                where, "no" if not found else "more than one", kind, name,
+                "" if not found else " (give namespace)"))
+        try:
+            if item.get("patch") is not None:
+                out[found[0]] = _patch.merge(out[found[0]], item["patch"])
+            else:
+                out[found[0]] = _patch.json_patch(out[found[0]], item["json_patch"])
+        except _patch.PatchError as exc:
+            raise RenderError("%s: %s" % (where, exc)) from None
+    return out
 
 
 def policy_skips(manifest):

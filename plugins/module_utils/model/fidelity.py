@@ -225,6 +225,16 @@ def report(model, target=None):
                                     "RoleBindings)", "network_policies": "NetworkPolicy"}[key])
             else:
                 add(field, DROPPED, "Kubernetes only: nothing on %s" % target)
+    overrides = (model.get("overrides") or {}).get(target)
+    if target == "kubernetes":
+        for item in overrides or []:
+            add("stack_overrides.kubernetes[%s]" % item["target"], NATIVE, "escape hatch: %s patch of "
+                "the rendered object, not checked by the model" % (
+                    "strategic-merge" if item.get("patch") is not None else "RFC 6902 JSON"))
+    else:
+        for name in sorted(overrides or {}):
+            add("stack_overrides.%s.%s" % (target, name), NATIVE, "escape hatch: merged into the "
+                "rendered service, not checked by the model")
     status, how = _update_rule(target)
     add("rolling updates", status, how)
     for store in ("postgres", "redis"):

@@ -568,3 +568,16 @@ def _first_bad_leaf(value):
     if value is None or isinstance(value, (str, int, float, bool)):
         return None
     return value
+
+
+class Any(Field):
+    """Any JSON value (string, number, boolean, null, mapping, list), kept as given."""
+
+    type_name = "any JSON value"
+
+    def read(self, value, path, ctx):
+        bad = _first_bad_leaf(value)
+        if bad is not None:
+            ctx.err(path, "holds %s, which JSON cannot" % short(bad))
+            return None
+        return value

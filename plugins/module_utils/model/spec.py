@@ -16,7 +16,7 @@ import re
 from ansible_collections.opsdeck.stack.plugins.module_utils.common import names, quantity
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability
 from ansible_collections.opsdeck.stack.plugins.module_utils.model.schema import (
-    Bool, Data, Either, Enum, Int, Map, Num, Obj, ObjList, Quantity, Scalar, Str, StrList)
+    Any, Bool, Data, Either, Enum, Int, Map, Num, Obj, ObjList, Quantity, Scalar, Str, StrList)
 
 TARGETS = ("compose", "swarm", "kubernetes")
 PERSISTENCE = ("aof", "rdb", "none")
@@ -449,6 +449,36 @@ KUBERNETES = Obj({
     }), doc="NetworkPolicies beside the default deny and the flows the model implies."),
 }, doc="Kubernetes-only settings of the stack.")
 
+JSON_PATCH_OP = Obj({
+    "op": Str("The operation.", required=True, choices=("add", "remove", "replace", "test")),
+    "path": Str("Where (an RFC 6901 pointer such as /spec/template/spec/hostAliases).", required=True,
+                pattern=re.compile(r"^(/[^/]*)+$"), desc="a JSON pointer such as /spec/replicas"),
+    "value": Any("The value (add, replace, test), of any JSON type."),
+})
+
+OVERRIDES = Obj({
+    "compose": Map(Data("Merged into the service as rendered (mappings merge, lists are replaced, "
+                        "null removes a key)."),
+                   doc="Compose: per service of the rendered project (app services and platform "
+                       "components such as proxy, postgres, redis), a mapping merged into it.",
+                   example={"api": {"extra_hosts": ["legacy.internal:10.0.0.5"]}}),
+    "swarm": Map(Data("Merged into the service of the stack file."),
+                 doc="Swarm: per service of the rendered stack file, a mapping merged into it.",
+                 example={"api": {"deploy": {"labels": {"traefik.enable": "false"}}}}),
+    "kubernetes": ObjList(Obj({
+        "target": Str("The object: <Kind>/<name>.", required=True,
+                      pattern=re.compile(r"^[A-Z][A-Za-z]+/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+                      desc="Kind/name such as Deployment/api"),
+        "namespace": label("Its namespace, where two objects of a kind share a name."),
+        "patch": Data("A strategic-merge-style patch: mappings merge, lists of named items merge "
+                      "by name (containers, env, volumes), other lists are replaced, null removes."),
+        "json_patch": ObjList(JSON_PATCH_OP, doc="RFC 6902 operations, applied in order."),
+    }), key="target", doc="Kubernetes: patches of rendered objects, as kustomize applies them.",
+        example=[{"target": "Deployment/api", "patch": {"spec": {"template": {"spec": {
+            "hostAliases": [{"ip": "10.0.0.5", "hostnames": ["legacy.internal"]}]}}}}}]),
+}, doc="Escape hatches: changes to what a target renders, applied after the renderer and "
+       "listed by the fidelity report. The model does not check what they change.")
+
 STACK = Obj({
     "name": label("The stack's name: Compose project, Swarm stack, Kubernetes namespace.",
                   max_len=30, required=True, example="shop"),
@@ -469,6 +499,7 @@ STACK = Obj({
     "redis": REDIS,
     "proxy": PROXY,
     "kubernetes": KUBERNETES,
+    "overrides": OVERRIDES,
     "monitoring": observability.MONITORING,
     "logging": observability.LOGGING,
     "secrets": Map(Scalar(), doc="Secret values by name (set them from the vault).",

@@ -20,17 +20,12 @@ from ansible_collections.opsdeck.stack.plugins.module_utils.common import quanti
 from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import hpa as _hpa
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import observability as _observability
+from ansible_collections.opsdeck.stack.plugins.module_utils.model import secrets as _secret_rules
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import spec
 from ansible_collections.opsdeck.stack.plugins.module_utils.model.schema import Context, item_label, short
 
 # Names the platform uses for its own components: an app service may not take them.
 RESERVED = ("postgres", "redis", "proxy") + _observability.COMPONENTS
-PLACEHOLDER = re.compile(
-    r"^(|change[_-]?(this|me|it)|changeme|password|passw0rd|secret|admin|default|"
-    r"example|todo|xxx+|senha|senha-segura|123456+|<.*>|\$\{.*\})$",
-    re.IGNORECASE,
-)
-MIN_PROD_SECRET_LEN = 12
 # Label and annotation keys the renderers set themselves.
 RESERVED_LABEL_PREFIXES = ("org.opsdeck.", "opsdeck.io/", "app.kubernetes.io/", "com.docker.")
 DATASTORES = spec.DATASTORES
@@ -356,14 +351,15 @@ def _service(path, svc, proxy, allow_host_ports, ctx, need_secret, base_dir):
 
 
 def _secrets(raw, refuse, environment, ctx):
-    """The usable secrets: prod (or refuse_placeholders) refuses placeholders and short ones."""
+    """The usable secrets: prod (or refuse_placeholders) refuses placeholders, published and
+    weak passwords (model/secrets.py), naming the secret, never showing its value."""
     clean = {}
     for key, value in raw.items():
-        if refuse and (PLACEHOLDER.match(value.strip()) or "CHANGE_THIS" in value.upper()
-                       or len(value) < MIN_PROD_SECRET_LEN):
-            ctx.err("stack_secrets.%s" % key, "is a placeholder or shorter than %d characters: %s "
-                    "refuses it; set a real value in the vault" % (
-                        MIN_PROD_SECRET_LEN, "prod" if environment == "prod" else "this inventory"))
+        why = _secret_rules.weakness(value) if refuse else None
+        if why:
+            ctx.err("stack_secrets.%s" % key, "is %s: %s refuses it; set a real value in the vault "
+                    "(at least %d characters, not a placeholder or a published password)" % (
+                        why, "prod" if environment == "prod" else "this inventory", _secret_rules.MIN_LENGTH))
             continue
         clean[key] = value
     return clean
@@ -496,6 +492,22 @@ def normalize(raw, base_dir=None):
                 ctx.err(path + ".user", "%s is a name: Kubernetes runs containers by number (allowed "
                         'on kubernetes: "uid" or "uid:gid")' % short(svc["user"]))
     model["kubernetes"] = data["kubernetes"]
+    model["overrides"] = data["overrides"]
+    for patch in model["overrides"]["kubernetes"]:
+        if (patch["patch"] is None) == (not patch["json_patch"]):
+            ctx.err("stack_overrides.kubernetes[%s]" % patch["target"], "needs exactly one of patch and json_patch")
+    raw_overrides = raw.get("overrides") if isinstance(raw, dict) else None
+    raw_patches = (raw_overrides or {}).get("kubernetes") if isinstance(raw_overrides, dict) else None
+    for index, patch in enumerate(model["overrides"]["kubernetes"]):
+        where = "stack_overrides.kubernetes[%s]" % patch["target"]
+        raw_ops = (raw_patches[index] or {}).get("json_patch") if isinstance(raw_patches, list) and \
+            isinstance(raw_patches[index], dict) else None
+        for number, operation in enumerate(patch["json_patch"]):
+            given = isinstance(raw_ops, list) and isinstance(raw_ops[number], dict) and "value" in raw_ops[number]
+            if operation["op"] == "remove" and given:
+                ctx.err(where + ".json_patch", "remove %s takes no value" % operation["path"])
+            elif operation["op"] != "remove" and not given:
+                ctx.err(where + ".json_patch", "%s %s needs a value" % (operation["op"], operation["path"]))
     model["host_ports"] = _host_ports(proxy, model["monitoring"], model["logging"], services, ctx) \
         if model["target"] in ("compose", "swarm") else []
     if ctx.errors:

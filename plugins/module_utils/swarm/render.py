@@ -112,7 +112,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
     configuration); ``secrets``/``configs`` map each stack-file key to the versioned
     Swarm object name, so the role can clean up the versions no longer in use.
     """
-    rendered = _compose.render(model, secrets, proxy_files, monitoring_files, elk_files)
+    rendered = _compose.render(model, secrets, proxy_files, monitoring_files, elk_files, overrides=False)
     project = copy.deepcopy(rendered["project"])
     stack = model["name"]
     upd = dict(DEFAULT_UPDATE)
@@ -212,6 +212,7 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
         deploy["rollback_config"] = {"parallelism": svc_upd["parallelism"], "order": svc_upd["order"],
                                      "monitor": "%ds" % monitor}
 
+    _compose.apply_overrides(services, (model.get("overrides") or {}).get("swarm"), "swarm")
     networks = {}
     for key, definition in project["networks"].items():
         net = {"driver": "overlay", "labels": {"org.opsdeck.stack": stack}}

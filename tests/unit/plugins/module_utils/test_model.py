@@ -129,7 +129,8 @@ def test_prod_refuses_placeholder_passwords_without_echoing_them():
     raw["secrets"] = {"db_password": "CHANGE_THIS", "postgres_password": "senha-segura"}
     errors = errors_of(raw)
     assert any(e.startswith("stack_secrets.db_password: is a placeholder") for e in errors)
-    assert any(e.startswith("stack_secrets.postgres_password: is a placeholder") for e in errors)
+    assert any(e.startswith("stack_secrets.postgres_password: is a published or well-known weak password")
+               for e in errors)
     assert not any("CHANGE_THIS" in e or "senha-segura" in e for e in errors)
 
 
@@ -215,3 +216,28 @@ def test_sql_names_derived_from_a_dashed_stack_name_are_valid():
     raw["name"] = "my-shop"
     model = normalize(raw)
     assert model["postgres"]["database"] == "my_shop" and model["postgres"]["user"] == "my_shop"
+
+
+@pytest.mark.parametrize("value, why", [
+    ("evolution123", "a published or well-known weak password"),      # seed 002
+    ("senha-segura", "a published or well-known weak password"),      # seed 000
+    ("dev-postgres-password", "a published or well-known weak password"),  # seed 004
+    ("sk_test_sua_chave_api_stripe", "a published or well-known weak password"),
+    ("CHANGE_THIS_TO_A_VERY_SECURE_SECRET_KEY", "a placeholder"),      # seed 004's prod file
+    ("sua-senha-redis-muito-segura-2", "a placeholder"),
+    ("{{ vault_missing }}", "a placeholder"),
+    ("Password123!", None),
+    ("s3cret", "shorter than 12 characters"),
+    ("aaaaaaaaaaaaaaaa", "too repetitive"),
+    ("ababababababab12", "too repetitive"),
+])
+def test_prod_refuses_published_placeholder_and_weak_secrets(value, why):
+    raw = with_changes(environment="prod")
+    raw["secrets"] = {"db_password": value, "postgres_password": "k9#Lq2!vR7@xZ4mW"}
+    if why is None:
+        assert normalize(raw)["secret_names"] == ["db_password", "postgres_password"]
+        return
+    errors = errors_of(raw)
+    assert any(e.startswith("stack_secrets.db_password: is %s" % why) and "prod refuses it" in e
+               for e in errors), errors
+    assert not any(value in e for e in errors), "the value is never shown"
