@@ -85,11 +85,10 @@ def deployed(tmp_path_factory):
                      log=os.path.join(ROOT, "build", "logs", "service-model-second.log"))
         yield {"first": first, "second": second}
     finally:
-        if os.environ.get("OPSDECK_KEEP_STACK"):  # to look at it after the tests
-            return
-        subprocess.run(["docker", "compose", "-p", NAME, "down", "-v", "--timeout", "3"],
-                       capture_output=True, check=False)
-        subprocess.run(["rm", "-rf", PROJECT_DIR], check=False)
+        if not os.environ.get("OPSDECK_KEEP_STACK"):  # set it to look at the stack afterwards
+            subprocess.run(["docker", "compose", "-p", NAME, "down", "-v", "--timeout", "3"],
+                           capture_output=True, check=False)
+            subprocess.run(["rm", "-rf", PROJECT_DIR], check=False)
 
 
 def test_deploys_and_a_second_run_changes_nothing(deployed):
