@@ -28,8 +28,9 @@ import yaml
 
 from helpers import ROOT, recap, run
 
-LAB = "opsdeck-swarmlab"
-SUBNET = "172.31.250.0/24"
+# A lab of its own (not the default one a developer may be using), on its own bridge.
+LAB = "opsdeck-swarmlab-test"
+SUBNET = "172.31.249.0/24"
 SCRIPT = os.path.join(ROOT, "scripts", "swarm-lab.sh")
 REGISTRY = LAB + "-registry:5000"
 NAME = "opsdeck-ms"
