@@ -21,14 +21,15 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def swarm_stack(model, secrets, proxy_files=None, data_label=_swarm.DATA_LABEL, encrypted=False,
-                endpoint_mode="dnsrr", monitoring_files=None, elk_files=None):
+                endpoint_mode="dnsrr", monitoring_files=None, elk_files=None, edge_label=None):
     """Render a Swarm stack: {"yaml", "files", "secrets", "configs"} (see module_utils/swarm/render)."""
     try:
         result = _swarm.render(_plain(model), _plain(secrets or {}), _plain(proxy_files or []),
                                data_label=str(data_label), encrypted=bool(encrypted),
                                endpoint_mode=str(endpoint_mode),
                                monitoring_files=_plain(monitoring_files or []),
-                               elk_files=_plain(elk_files or []))
+                               elk_files=_plain(elk_files or []),
+                               edge_label=str(edge_label) if edge_label else None)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
     text = yaml.dump(result["stack"], Dumper=_NoAliasDumper, sort_keys=False, default_flow_style=False, width=120)

@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - C(docker stack deploy) returns before anything has happened. This module waits until every
     service of the stack runs its desired number of healthy tasks and no update is in progress.
+  - Tasks are counted from those Swarm wants running (C(docker stack ps)), so the tasks of a node
+    that is down, which Swarm replaced elsewhere, do not count.
   - An update that Swarm rolled back (C(failure_action=rollback)) or paused since O(since) makes
     the module fail at once with the service, the update state and Swarm's message, instead of
     waiting for the timeout.
@@ -131,6 +133,18 @@ class Swarm:
     def inspect(self, ids):
         return json.loads(self._run("service", "inspect", *ids)) if ids else []
 
+    def tasks(self, stack):
+        """The stack's tasks Swarm wants running (those of a node that is down and was
+        replaced elsewhere are not among them, although `service ls` still counts them)."""
+        rc, out, err = self.module.run_command([self.docker, "stack", "ps", stack, "--no-trunc",
+                                                "--filter", "desired-state=running",
+                                                "--format", "{{json .}}"])
+        if rc != 0:
+            if "nothing found in stack" in err:
+                return []
+            self.module.fail_json(msg="docker stack ps failed: %s" % err.strip(), rc=rc)
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
     def task_errors(self, service_id):
         out = self._run("service", "ps", service_id, "--no-trunc", "--format", "{{json .}}")
         errors = []
@@ -150,6 +164,14 @@ def look(swarm, stack, since, only):
     """One look: ({service: state}, [failures], [still busy])."""
     # `service ls` prints short IDs and `inspect` long ones: match them by name.
     listed = {row["Name"]: row for row in swarm.services(stack)}
+    # Running and wanted tasks per service, from the tasks themselves: on a node that is down,
+    # a task still counts as running in `service ls` after Swarm replaced it elsewhere.
+    running_tasks, wanted_tasks = {}, {}
+    for task in swarm.tasks(stack):
+        service = task["Name"].rsplit(".", 1)[0]
+        wanted_tasks[service] = wanted_tasks.get(service, 0) + 1
+        if task.get("CurrentState", "").startswith("Running"):
+            running_tasks[service] = running_tasks.get(service, 0) + 1
     states, failed, busy = {}, [], []
     for spec in swarm.inspect(sorted(row["ID"] for row in listed.values())):
         name = short_name(stack, spec["Spec"]["Name"])
@@ -159,9 +181,13 @@ def look(swarm, stack, since, only):
         if row is None:
             busy.append(name)
             continue
-        running, _sep, desired = row.get("Replicas", "0/0").partition("/")
-        desired = int(re.sub(r"\D.*$", "", desired) or 0)
-        running = int(running or 0)
+        mode = spec["Spec"].get("Mode") or {}
+        if "Replicated" in mode:
+            desired = int(mode["Replicated"].get("Replicas", 0))
+        else:
+            # global: one task per eligible node, as many as Swarm wants running
+            desired = wanted_tasks.get(spec["Spec"]["Name"], 0)
+        running = running_tasks.get(spec["Spec"]["Name"], 0)
         update = spec.get("UpdateStatus") or {}
         state = update.get("State", "")
         started = parse_time(update.get("StartedAt"))

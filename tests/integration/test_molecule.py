@@ -13,6 +13,10 @@ monitoring:  the monitoring role on its own, writing into a temporary directory:
              files, alertmanager.yml 0600 and the only file holding a secret).
 elk:         the elk role on its own (prod model, 3 nodes), writing into a temporary directory:
              converge, idempotence, verify (file set, ILM 90 days, no password written).
+swarm:       the swarm role on a real two-node Swarm (two Docker engines in containers,
+             scripts/swarm-lab.sh): create (lab + images in its registry), converge (init, the
+             worker joins, labels, stack), idempotence (changed=0), verify (nodes, labels, nginx on
+             the edge node only and answering, secret/config named by content), destroy (lab down).
 """
 
 import os
@@ -22,7 +26,7 @@ import pytest
 from helpers import BIN, ROOT, run
 
 
-@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose", "kubernetes", "monitoring", "elk"])
+@pytest.mark.parametrize("scenario", ["nginx_proxy", "compose", "kubernetes", "monitoring", "elk", "swarm"])
 def test_molecule_scenario(scenario):
     log = os.path.join(ROOT, "build", "logs", "molecule-%s.log" % scenario)
     result = run([os.path.join(BIN, "molecule"), "test", "-s", scenario], timeout=1500, log=log)

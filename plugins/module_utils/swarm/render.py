@@ -105,8 +105,12 @@ def _tmpfs_mounts(svc):
 
 
 def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
-           encrypted=False, endpoint_mode="dnsrr", monitoring_files=None, elk_files=None):
+           encrypted=False, endpoint_mode="dnsrr", monitoring_files=None, elk_files=None,
+           edge_label=None):
     """Return {"stack": stack file dict, "files": [...], "secrets": {...}, "configs": {...}}.
+
+    ``edge_label``: when set, the edge proxy runs only on nodes carrying that label
+    (value ``true``); the model has no placement field yet.
 
     ``files`` are the same files the Compose rendering writes (secrets 0600, component
     configuration); ``secrets``/``configs`` map each stack-file key to the versioned
@@ -193,6 +197,8 @@ def render(model, secrets, proxy_files=None, update=None, data_label=DATA_LABEL,
             deploy["replicas"] = model["proxy"]["replicas"]
             # Host-mode ports: one task per node, and the old task must free the port first.
             deploy["placement"] = {"max_replicas_per_node": 1}
+            if edge_label:
+                deploy["placement"]["constraints"] = ["node.labels.%s == true" % edge_label]
             svc_upd["order"] = "stop-first"
         elif name in apps:
             svc_upd.update({key: value for key, value in (apps[name].get("update") or {}).items()

@@ -91,6 +91,17 @@ def test_edge_publishes_in_host_mode_one_task_per_node():
                                  "target": "/etc/nginx/opsdeck/nginx.conf", "mode": 0o444}]
 
 
+def test_edge_label_puts_the_proxy_on_the_labelled_nodes_only():
+    placement = render(edge_label="opsdeck.edge")["stack"]["services"]["proxy"]["deploy"]["placement"]
+    assert placement == {"max_replicas_per_node": 1,
+                         "constraints": ["node.labels.opsdeck.edge == true"]}
+    services = render(edge_label="opsdeck.edge")["stack"]["services"]
+    assert "constraints" not in services["api"]["deploy"].get("placement", {}), "the app spreads"
+    text = swarm_stack(normalize(copy.deepcopy(RAW)), RAW["secrets"], PROXY_FILES,
+                       edge_label="opsdeck.edge")["yaml"]
+    assert "node.labels.opsdeck.edge == true" in text
+
+
 def test_every_service_has_an_address_and_no_option_swarm_ignores():
     stack = render()["stack"]
     for name, svc in stack["services"].items():
