@@ -82,8 +82,12 @@ ansible_playbook() {
 compose_binary() {
   local bin
   bin=$("$ROOT/.venv/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))' 2>/dev/null) || true
-  [ -n "$bin" ] && [ -x "$bin" ] || bin=$(readlink -f "$HOME/.docker/cli-plugins/docker-compose" 2>/dev/null || true)
-  [ -n "$bin" ] && [ -x "$bin" ] || die "Docker Compose v2 binary not found (run 'make setup')"
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    bin=$(readlink -f "$HOME/.docker/cli-plugins/docker-compose" 2>/dev/null || true)
+  fi
+  if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    die "Docker Compose v2 binary not found (run 'make setup')"
+  fi
   echo "$bin"
 }
 
@@ -136,8 +140,10 @@ cmd_up() {
       *) die "up: unknown option ${ARGS[0]}";;
     esac
   done
-  [[ $managers =~ ^[0-9]+$ && $workers =~ ^[0-9]+$ ]] && [ "$managers" -ge 1 ] \
-    && [ $((managers + workers)) -le 50 ] || die "up: need -m >= 1, -w >= 0, at most 50 nodes"
+  if ! [[ $managers =~ ^[0-9]+$ && $workers =~ ^[0-9]+$ ]] || [ "$managers" -lt 1 ] \
+      || [ $((managers + workers)) -gt 50 ]; then
+    die "up: need -m >= 1, -w >= 0, at most 50 nodes"
+  fi
   local n=$((managers + workers)) i name role state have
   cmd_build
 
