@@ -48,12 +48,25 @@ else
   bash scripts/k8s-local.sh status >&2 || true
 fi
 
-echo "== tests (unit, live daemons, Docker, Molecule)"
+echo "== tests (unit, live daemons, Docker, Molecule, Kubernetes), files in parallel"
 # pytest's exit 5 (no tests collected) is a failure here, like any other non-zero exit.
-# Files run in parallel (each live test has its own stack name and ports).
-python -m pytest -p no:cacheprovider -ra --durations=15 -n "${PYTEST_WORKERS:-3}" --dist loadfile tests/unit tests/integration "$@"
+# Files run in parallel (each live test has its own stack name and ports), except those
+# marked serial (load measured on a multi-node lab), which run alone afterwards.
+python -m pytest -p no:cacheprovider -ra --durations=15 -n "${PYTEST_WORKERS:-3}" --dist loadfile \
+  -m "not serial" tests/unit tests/integration "$@"
 rc=$?
 [ $rc -eq 0 ] || status=1
 [ $rc -eq 5 ] && echo "pytest collected no tests: failing" >&2
+
+# The cluster's control plane is not needed any more: a cluster this script started is
+# stopped now, so that the serial tests have the machine to themselves.
+if [ -f build/k8s-local.started ]; then
+  bash scripts/k8s-local.sh down >>"$k8s_log" 2>&1 || true
+fi
+echo "== tests under load on a multi-node lab, alone (marked serial)"
+python -m pytest -p no:cacheprovider -ra --durations=15 -m serial tests/integration "$@"
+rc=$?
+[ $rc -eq 0 ] || status=1
+[ $rc -eq 5 ] && echo "pytest collected no serial tests: failing" >&2
 [ $k8s_ok = 1 ] || echo "!! failing: the local Kubernetes cluster did not come up (see $k8s_log)" >&2
 exit $status
