@@ -416,8 +416,9 @@ class _Obs:
         if "node-exporter" in exporters:
             self.node_exporter(exporters["node-exporter"])
         for svc in model["services"]:
-            if svc.get("port") and svc.get("replicas", 1) != 0:
-                self.flows.append(("prometheus", svc["name"], svc["port"]))
+            port = _monitoring.scrape_port(svc)
+            if port is not None:
+                self.flows.append(("prometheus", svc["name"], port))
         if mon["grafana"]["enabled"]:
             self.grafana(files)
 
@@ -725,10 +726,9 @@ class _Obs:
             egress["prometheus"].append({"to": peers, "ports": [{"protocol": "TCP", "port": p}
                                                                 for p in API_SERVER_PORTS]})
         if "alertmanager" in own:
-            ports = {443, 587}
-            email = self.model["monitoring"]["alerting"].get("email")
-            if email:
-                ports.add(int(email["smarthost"].rsplit(":", 1)[1]))
+            # 443 and 587 always (a receiver added later needs no policy change), plus the
+            # receivers' own SMTP and webhook ports
+            ports = {443, 587} | set(_monitoring.alertmanager_ports(self.model, self.secrets))
             egress.setdefault("alertmanager", []).append(
                 {"to": [INTERNET],
                  "ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]})

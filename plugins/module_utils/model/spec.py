@@ -156,6 +156,7 @@ SERVICE = Obj({
         doc='Keep a client on one replica: true or "ClientIP" (%d s), or {timeout: seconds}.'
             % SESSION_AFFINITY_TIMEOUT),
     "tenant": label("The tenant this service belongs to (network isolation on Kubernetes)."),
+    "metrics": observability.SERVICE_METRICS,
 }, doc="An application service.")
 
 TLS = Obj({

@@ -137,11 +137,12 @@ def _secrets(raw, refuse, environment, ctx):
     return clean
 
 
-def normalize(raw):
+def normalize(raw, files=None):
     """Validate ``raw`` (a dict of the stack_* variables without the prefix).
 
     Returns the normalised model (its ``warnings`` list says what was accepted but is
-    worth knowing); raises ModelError listing every problem.
+    worth knowing); raises ModelError listing every problem. ``files``: the files the model
+    names beside the inventory, as read by the stack_model action (model/observability.check).
     """
     ctx = Context()
     secret_values = raw.get("secrets") if isinstance(raw, dict) else None
@@ -189,8 +190,8 @@ def normalize(raw):
         section = raw.get(key) if isinstance(raw, dict) else None
         store["storage_set"] = isinstance(section, dict) and section.get("storage") is not None
     model["monitoring"], model["logging"] = data["monitoring"], data["logging"]
-    model_for_checks = dict(model)
-    _observability.check(model_for_checks, ctx, need_secret)
+    model_for_checks = dict(model, services=data["services"])
+    _observability.check(model_for_checks, ctx, need_secret, files)
 
     services = data["services"]
     names = {svc["name"] for svc in services if svc["name"]}

@@ -129,7 +129,7 @@ def test_a_changed_rule_file_rolls_prometheus_only(prod):
     files = _monitoring.render(model, secrets)
     changed = copy.deepcopy(files)
     for item in changed:
-        if item["path"] == "prometheus/rules/errors.rules.yml":
+        if item["path"] == "prometheus/rules/opsdeck.rules.yml":
             item["content"] += "# changed\n"
     after = render(model, secrets, monitoring_files=changed)
     before_sums, after_sums = pod_checksums(manifests), pod_checksums(after)
