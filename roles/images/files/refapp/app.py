@@ -99,6 +99,9 @@ class Config:
         self.shutdown_delay = _env_float("APP_SHUTDOWN_DELAY", 0.0)
         self.log_level = (env.get("LOG_LEVEL") or "info").lower()
         self.tenants = [t.strip() for t in (env.get("TENANTS") or "").split(",") if t.strip()]
+        # Redis keys of the tenants' data: <prefix>config:<tenant>, <prefix>tenants
+        # (playbooks/migrate_tenant.yml moves the same keys).
+        self.key_prefix = env.get("REDIS_KEY_PREFIX", "app:")
         self.admin_token_file = env.get("ADMIN_TOKEN_FILE") or None
 
         self.db_host = env.get("DATABASE_HOST") or None
@@ -124,6 +127,7 @@ class Config:
             "version": self.version,
             "port": self.port,
             "tenants": self.tenants,
+            "redis_key_prefix": self.key_prefix,
             "database": ("%s:%s/%s" % (self.db_host, self.db_port, self.db_name)) if self.db_host else None,
             "redis": ("%s:%s" % (self.redis_host, self.redis_port)) if self.redis_host else None,
             "admin_api": bool(self.admin_token_file),
@@ -656,6 +660,7 @@ class App:
         self._counter_lock = threading.Lock()
         self.db = None
         self.redis = None
+        self.tenants_key = config.key_prefix + "tenants"
         if config.db_host:
             self.db = Pool(self._pg_connect, config.db_pool, config.db_timeout)
         if config.redis_host:
@@ -694,14 +699,14 @@ class App:
             return True
         if self.redis is None:
             return False
-        members = self.redis.run(lambda conn: conn.command("SMEMBERS", "vf:tenants")) or []
+        members = self.redis.run(lambda conn: conn.command("SMEMBERS", self.tenants_key)) or []
         return tenant.encode("utf-8") in members
 
     def known_tenants(self):
         names = list(self.config.tenants)
         if self.redis is not None:
             try:
-                members = self.redis.run(lambda conn: conn.command("SMEMBERS", "vf:tenants")) or []
+                members = self.redis.run(lambda conn: conn.command("SMEMBERS", self.tenants_key)) or []
                 names += [m.decode("utf-8", "replace") for m in members]
             except DependencyError:
                 pass
@@ -984,13 +989,13 @@ class Handler(BaseHTTPRequestHandler):
                                     real_ip=self.headers.get("X-Real-IP")))
 
     def _tenant_config(self, method):
-        """GET/POST /api/config?tenant=T: the tenant's JSON config in Redis key vf:config:<T>."""
+        """GET/POST /api/config?tenant=T: the tenant's JSON config in Redis key <prefix>config:<T>."""
         app = self.app
         if app.redis is None:
             return self._json(503, {"error": "redis not configured"})
         if self.tenant is None:
             return self._json(400, {"error": "tenant is required (?tenant= or X-Tenant-ID)"})
-        key = "vf:config:" + self.tenant
+        key = app.config.key_prefix + "config:" + self.tenant
         if method == "GET":
             raw = app.redis.run(lambda conn: conn.command("GET", key))
             if raw is None:
@@ -1008,7 +1013,7 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return self._json(400, {"error": "body must be JSON"})
             app.redis.run(lambda conn: conn.command("SET", key, json.dumps(value, sort_keys=True)))
-            app.redis.run(lambda conn: conn.command("SADD", "vf:tenants", self.tenant))
+            app.redis.run(lambda conn: conn.command("SADD", app.tenants_key, self.tenant))
             app.log.log("info", "tenant_config_updated", tenant_id=self.tenant, key=key)
             return self._json(200, {"tenant_id": self.tenant, "key": key, "config": value})
         return self._json(405, {"error": "method not allowed"}, headers={"Allow": "GET, POST, PUT"})
