@@ -93,7 +93,7 @@ COMPONENT_RESOURCES = {
     "setup": ({"cpu": "50m", "memory": "64Mi"}, {"cpu": "500m", "memory": "128Mi"}),
     "node-exporter": ({"cpu": "50m", "memory": "32Mi"}, {"cpu": "250m", "memory": "128Mi"}),
     "filebeat": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
-    # Elasticsearch: cpu here, memory twice the heap from the model (see _es_memory)
+    # Elasticsearch: from the model (model/observability.es_resources)
     "elasticsearch": ({"cpu": "500m"}, {"cpu": "2"}),
 }
 # Where Alertmanager may send notifications: anywhere but the link-local metadata range.
@@ -116,13 +116,6 @@ _sha = _digest.short_hash
 def _resources(component):
     requests, limits = COMPONENT_RESOURCES[component]
     return {"requests": dict(requests), "limits": dict(limits)}
-
-
-def _es_memory(heap):
-    """Twice the JVM heap (Elasticsearch wants half the memory left to the page cache)."""
-    match = re.match(r"^([0-9]+)([mg])$", heap)
-    amount = int(match.group(1)) * 2
-    return "%d%s" % (amount, "Gi" if match.group(2) == "g" else "Mi")
 
 
 def _prometheus_storage(model):
@@ -532,8 +525,8 @@ class _Obs:
         init["command"] = ["/bin/sh", "-c", "cp -R %s/. /mnt/config/" % ES_CONFIG]
         init["volumeMounts"] = [{"name": "config", "mountPath": "/mnt/config"}]
         es = _container("elasticsearch", image, "elasticsearch")
-        es["resources"]["requests"]["memory"] = es["resources"]["limits"]["memory"] = \
-            _es_memory(log["elasticsearch"]["heap"])
+        # stack_logging.elasticsearch.resources, else cpu 500m/2 and twice the heap
+        es["resources"] = _observability.es_resources(model)
         es["env"] = [{"name": "ELASTIC_PASSWORD_FILE", "value": "%s/%s" % (k.SECRETS_DIR, elastic)},
                      {"name": "NODE_NAME",
                       "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]

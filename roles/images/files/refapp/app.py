@@ -741,7 +741,7 @@ class App:
 # route table for metric labels (bounded cardinality)
 _STATIC_ROUTES = {
     "/health", "/health/live", "/health/ready", "/metrics", "/api/", "/api/hello", "/api/work",
-    "/api/db", "/api/cache", "/api/config", "/api/billing/charge", "/admin/drain", "/admin/undrain",
+    "/api/db", "/api/cache", "/api/config", "/api/charge", "/admin/drain", "/admin/undrain",
     "/admin/status",
 }
 _TENANT_ROUTE_RE = re.compile(r"^/api/tenants/([^/]+)/(drain|undrain|status)$")
@@ -981,8 +981,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, dict(base, cache="ok", key=key, hits=hits))
         if path == "/api/config":
             return self._tenant_config(method)
-        if path == "/api/billing/charge":
-            return self._billing()
+        if path == "/api/charge":
+            return self._charge()
         return self._json(200, dict(base, echo=True, method=method, path=path, query=self.query,
                                     tenant_id=self.tenant,
                                     forwarded_for=self.headers.get("X-Forwarded-For"),
@@ -1018,19 +1018,19 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"tenant_id": self.tenant, "key": key, "config": value})
         return self._json(405, {"error": "method not allowed"}, headers={"Allow": "GET, POST, PUT"})
 
-    def _billing(self):
-        """Seed 000's billing log line: event billing_charge with plan/amount/currency/metadata."""
+    def _charge(self):
+        """A business event with typed fields: event charge with plan/amount/currency/metadata."""
         if self.tenant is None:
             return self._json(400, {"error": "tenant is required"})
         plan = self.query.get("plan") or "free"
-        currency = (self.query.get("currency") or "BRL").upper()
+        currency = (self.query.get("currency") or "USD").upper()
         try:
             amount = round(float(self.query.get("amount", "0")), 2)
         except ValueError:
             return self._json(400, {"error": "amount must be a number"})
         charge_id = "ch_" + secrets.token_hex(6)
         metadata = {"charge_id": charge_id, "period": datetime.now(timezone.utc).strftime("%Y-%m")}
-        self.app.log.log("info", "billing_charge", tenant_id=self.tenant, plan=plan, amount=amount,
+        self.app.log.log("info", "charge", tenant_id=self.tenant, plan=plan, amount=amount,
                          currency=currency, metadata=metadata)
         self.log_fields = {"plan": plan, "amount": amount, "currency": currency}
         return self._json(200, {"tenant_id": self.tenant, "plan": plan, "amount": amount,
