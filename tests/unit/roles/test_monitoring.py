@@ -542,3 +542,55 @@ def test_every_panel_query_parses(rendered):
     result = tool([PROMTOOL, "check", "rules", "dashboards-as-rules.yml"], base)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: %d rules found" % n in result.stdout
+
+
+# --- the role's check (files/monitoring_validate.py, run by preflight before any host) ------
+
+VALIDATE = os.path.join(REPO_ROOT, "roles", "monitoring", "files", "monitoring_validate.py")
+
+
+def _validate(files, promtool=PROMTOOL, amtool=AMTOOL):
+    by = {f["path"]: f["content"] for f in files}
+    request = {"promtool": promtool, "amtool": amtool, "files": by,
+               "prometheus_copy": _monitoring.validation_copy(by["prometheus/prometheus.yml"])}
+    result = subprocess.run([sys.executable, VALIDATE], input=json.dumps(request), capture_output=True,
+                            text=True, timeout=120, check=True)
+    return json.loads(result.stdout)["errors"]
+
+
+def test_the_check_passes_the_rendered_files(rendered):
+    _base, files = rendered
+    assert _validate(files) == []
+    assert _validate(_monitoring.render(model("kubernetes"), SECRETS)) == []
+
+
+def test_promtool_problems_in_the_users_rules_are_named_by_their_model_path():
+    files = _monitoring.render(model(monitoring={"enabled": True, "rules": [
+        {"name": "shop", "rules": [
+            {"record": "job:orders:rate5m", "expr": "sum(rate(orders_total[5m])"},
+            {"alert": "OrdersStalled", "expr": "job:orders:rate5m == 0",
+             "annotations": {"summary": "{{ $labels.job "}}]},
+        {"name": "fine", "rules": [{"alert": "Fine", "expr": "up == 0"}]}]}), SECRETS)
+    errors = _validate(files)
+    assert errors == [
+        "stack_monitoring.rules[shop].rules[job:orders:rate5m]: promtool check rules: could not parse "
+        "expression: 1:27: parse error: unclosed left parenthesis",
+        'stack_monitoring.rules[shop].rules[OrdersStalled]: promtool check rules: annotation "summary": '
+        "template: __alert_OrdersStalled:1: unclosed action"], errors
+
+
+def test_a_missing_tool_is_a_clear_error(rendered):
+    _base, files = rendered
+    errors = _validate(files, promtool="/nonexistent/promtool")
+    assert errors == ["promtool not found at /nonexistent/promtool on the controller: install the Debian "
+                      "package prometheus (scripts/setup.sh does), point monitoring_promtool_binary at it, "
+                      "or set monitoring_validate: false to deploy without this check"]
+
+
+def test_no_secret_in_what_the_check_says(tmp_path):
+    files = _monitoring.render(model(monitoring={"enabled": True, "alerting": {
+        "receivers": [{"name": "x", "webhook": {"url_secret": "hook"}}]}}, secrets=dict(SECRETS, hook="not a url s3cr3t")),
+        dict(SECRETS, hook="not a url s3cr3t"))
+    errors = _validate(files)
+    assert errors and "amtool check-config" in errors[0]
+    assert "s3cr3t" not in json.dumps(errors)
