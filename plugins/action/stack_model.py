@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain
@@ -35,8 +37,9 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="model must be a mapping of the stack_* variables "
                                            "without their prefix (got %s)" % type(raw).__name__)
             return result
+        base = task_vars.get("inventory_dir") or self._loader.get_basedir()
         try:
-            model = model_stack.normalize(raw)
+            model = model_stack.normalize(raw, read_model_files(raw, base))
         except model_stack.ModelError as exc:
             result.update(failed=True, msg=exc.render())
             return result
@@ -45,3 +48,28 @@ class ActionModule(ActionBase):
                       msg="stack %s (%s) on %s: %d service(s)" % (
                           model["name"], model["environment"], model["target"], len(model["services"])))
         return result
+
+
+def read_model_files(raw, base):
+    """The files the model names beside the inventory (dashboard JSON), read on the controller.
+
+    Returns {path as written: {"path": resolved, "content": text} or {"error": message}}; the
+    model (model/observability.check) parses them and reports problems under the field's path.
+    """
+    out = {}
+    monitoring = raw.get("monitoring") if isinstance(raw, dict) else None
+    grafana = monitoring.get("grafana") if isinstance(monitoring, dict) else None
+    boards = grafana.get("dashboards") if isinstance(grafana, dict) else None
+    for board in boards if isinstance(boards, list) else []:
+        name = board.get("file") if isinstance(board, dict) else None
+        if not isinstance(name, str) or not name or name in out:
+            continue
+        path = os.path.normpath(os.path.join(base, os.path.expanduser(name)))
+        try:
+            with open(path, encoding="utf-8") as handle:
+                out[name] = {"path": path, "content": handle.read()}
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            out[name] = {"error": "cannot read %s (relative to the inventory directory %s): %s" % (
+                path, base, reason)}
+    return out

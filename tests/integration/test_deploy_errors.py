@@ -105,3 +105,29 @@ def test_strict_refuses_a_model_whose_target_drops_a_field():
     assert result.returncode != 0
     assert "stack_services[api].autoscaling: dropped on swarm" in out, out[-2000:]
     assert "stack_postgres.storage: dropped on swarm" in out
+
+
+MONITORED = {"stack_monitoring": {"enabled": True, "grafana": {"enabled": False}},
+             "stack_redis": {"enabled": True}, "stack_postgres": {"enabled": True},
+             "stack_secrets": {"postgres_password": "bad-input-pg-pass"}}
+
+
+def test_a_rule_promtool_refuses_stops_the_deploy_before_any_host(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], rules=[{"name": "shop", "rules": [
+        {"record": "job:orders:rate5m", "expr": "sum(rate(orders_total[5m])"},
+        {"alert": "OrdersStalled", "expr": "job:orders:rate5m == 0", "for": "10m"}]}])
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring))
+    assert ("stack_monitoring.rules[shop].rules[job:orders:rate5m]: promtool check rules: could not parse "
+            "expression: 1:27: parse error: unclosed left parenthesis") in out
+    assert "Check the Docker engine" not in out, "the rules are checked before any host"
+
+
+def test_a_dashboard_file_that_is_not_there_is_named(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], grafana={"enabled": True, "dashboards": [
+        {"name": "shop", "file": "dashboards/shop.json"}]})
+    secrets = dict(MONITORED["stack_secrets"], grafana_admin_password="bad-input-grafana")
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring, stack_secrets=secrets))
+    wanted = "stack_monitoring.grafana.dashboards[shop].file: cannot read %s/inventory/dashboards/shop.json " \
+             "(relative to the inventory directory %s/inventory): No such file or directory" % (tmp_path, tmp_path)
+    assert wanted in out
+    assert "Check the Docker engine" not in out
