@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import plain
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import stack as model_stack
 
 PREFIX = "stack_"
+UNSAFE_HINT = (" (a Prometheus or Alertmanager template such as {{ $labels.job }} or {{ $value }} in "
+               "the inventory must be marked !unsafe, or Ansible templates it itself: "
+               'summary: !unsafe "{{ $labels.job }} is down")')
 
 
 class ActionModule(ActionBase):
@@ -29,9 +33,15 @@ class ActionModule(ActionBase):
         fact = args.get("fact", "opsdeck_stack")
         raw = args.get("model")
         if raw is None:
-            raw = {name[len(PREFIX):]: self._templar.template(value)
-                   for name, value in task_vars.items()
-                   if name.startswith(PREFIX) and value is not None}
+            raw = {}
+            for name, value in task_vars.items():
+                if not name.startswith(PREFIX) or value is None:
+                    continue
+                try:
+                    raw[name[len(PREFIX):]] = self._templar.template(value)
+                except AnsibleError as exc:
+                    result.update(failed=True, msg="%s: %s%s" % (name, exc, UNSAFE_HINT if "$" in str(exc) else ""))
+                    return result
         raw = plain(raw)
         if not isinstance(raw, dict):
             result.update(failed=True, msg="model must be a mapping of the stack_* variables "

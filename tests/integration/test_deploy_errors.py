@@ -131,3 +131,12 @@ def test_a_dashboard_file_that_is_not_there_is_named(tmp_path):
              "(relative to the inventory directory %s/inventory): No such file or directory" % (tmp_path, tmp_path)
     assert wanted in out
     assert "Check the Docker engine" not in out
+
+
+def test_a_prometheus_template_not_marked_unsafe_is_explained(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], rules=[{"name": "shop", "rules": [
+        {"alert": "Down", "expr": "up == 0", "annotations": {"summary": "{{ $labels.job }} is down"}}]}])
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring))
+    assert "stack_monitoring: " in out
+    assert "must be marked !unsafe, or Ansible templates it itself" in out
+    assert "Check the Docker engine" not in out
