@@ -116,7 +116,7 @@ options:
   scale_up:
     description:
       - Scale-up behaviour with friendly keys, rendered to C(spec.behavior.scaleUp).
-      - 'Seed example: O(scale_up) C({percent: 50, pods: 2, period: 60, select: max, stabilization: 0})
+      - 'Example: O(scale_up) C({percent: 50, pods: 2, period: 60, select: max, stabilization: 0})
         = up by the larger of +50 % or +2 pods per 60 s.'
       - Mutually exclusive with O(behavior) key C(scaleUp).
     type: dict
@@ -144,7 +144,7 @@ options:
   scale_down:
     description:
       - Scale-down behaviour with friendly keys, rendered to C(spec.behavior.scaleDown).
-      - 'Seed example: O(scale_down) C({percent: 10, pods: 1, period: 60, select: min, stabilization: 300})
+      - 'Example: O(scale_down) C({percent: 10, pods: 1, period: 60, select: min, stabilization: 300})
         = down by the smaller of -10 % or -1 pod per 60 s, after a 300 s window.'
       - Mutually exclusive with O(behavior) key C(scaleDown).
     type: dict

@@ -83,7 +83,7 @@ NODE_EXPORTER_ARGS = ("--path.procfs=/host/proc", "--path.sysfs=/host/sys",
 
 
 def redis_exporter_args(model):
-    """The Redis exporter's arguments on every target (address, seed 002's queue keys)."""
+    """The Redis exporter's arguments on every target (address, the keys of redis_queues)."""
     args = ["redis", "--redis.addr=redis://redis:%d" % model["redis"]["port"]]
     queues = model["monitoring"]["redis_queues"]
     if queues:
