@@ -664,3 +664,17 @@ def test_scrape_ports_and_receiver_ports_shape_the_network_policies():
     assert "allow-worker-monitoring" not in pol
     assert _peers(pol["allow-alertmanager"]["egress"], "to") == {
         ("0.0.0.0/0", 443), ("0.0.0.0/0", 587), ("0.0.0.0/0", 2525), ("0.0.0.0/0", 8088), ("0.0.0.0/0", 8443)}
+
+
+def test_grafana_mounts_the_dashboards_of_every_folder():
+    model, secrets = _with("prod", monitoring={"enabled": True, "images": {
+        "prometheus": "quay.io/prometheus/prometheus:v2.53.4"}, "grafana": {"dashboards": [
+            {"name": "orders", "json": {"title": "Orders", "panels": []}, "folder": "shop"}]}})
+    manifests = render(model, secrets)
+    data = by(manifests, "ConfigMap", "grafana-dashboards")["data"]
+    assert sorted(data) == ["opsdeck_application-performance.json", "opsdeck_system-overview.json",
+                            "shop_orders.json"]
+    volume = [v for v in by(manifests, "Deployment", "grafana")["spec"]["template"]["spec"]["volumes"]
+              if v["name"] == "dashboards"][0]
+    assert {i["key"]: i["path"] for i in volume["configMap"]["items"]}["shop_orders.json"] == "shop/orders.json"
+    assert validation_errors(manifests) == []
