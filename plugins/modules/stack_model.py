@@ -16,7 +16,7 @@ description:
     C(docs/stack-model.schema.json)) and sets the normalised model as a fact.
   - Runs on the controller only; no host is contacted.
   - Files the model names are read here, on the controller, relative to the inventory directory
-    (C(inventory_dir); absolute paths as given): the Grafana dashboards of
+    (C(inventory_dir); absolute paths as given), namely the Grafana dashboards of
     C(stack_monitoring.grafana.dashboards[].file). A file that cannot be read or is not a JSON
     dashboard is reported like any other problem, under the field's path.
   - Every problem is reported at once, each naming its field by path, with list items named
