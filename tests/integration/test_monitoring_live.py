@@ -33,7 +33,10 @@ STACK = {
     "stack_environment": "dev",
     "stack_project_dir": PROJECT_DIR,
     "stack_services": [{
-        "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
+        # a tag of its own: suites of other checkouts sharing the Docker engine build
+        # opsdeck/refapp:0.1.0 from their own recipe, and a retag between the two deploys
+        # would recreate the app (not a change of this stack's)
+        "name": "api", "image": "opsdeck/refapp:obs-live", "build": "refapp", "port": 8000,
         "replicas": 2, "uses": ["redis", "postgres"], "secrets": ["admin_token"],
         "env": {"APP_NAME": "api", "ADMIN_TOKEN_FILE": "/run/secrets/admin_token",
                 "TENANTS": "acme"},
