@@ -211,7 +211,8 @@ class Switch(Obj):
         if isinstance(value, bool) or (isinstance(value, str) and value.lower() in BOOL_WORDS):
             value = {"enabled": value}
         elif "threshold" in self.fields and isinstance(value, (int, float, str)):
-            value = {"threshold": value}
+            # a threshold alone asks for the alert: it switches an opt-in one on
+            value = {"threshold": value, "enabled": True}
         return super().read(value, path, ctx)
 
     def allowed(self):
@@ -278,8 +279,8 @@ def _builtin_alert(_key, alert, _group, threshold, duration, severity, enabled, 
 
 
 ALERTS = Alerts({spec[0]: _builtin_alert(*spec) for spec in BUILTIN_ALERTS},
-                doc="The built-in alerts, each switchable (true/false, its threshold, or a mapping "
-                    "with enabled, threshold, for, severity, labels).",
+                doc="The built-in alerts, each switchable: true/false, its threshold alone (which "
+                    "also switches it on), or a mapping with enabled, threshold, for, severity, labels.",
                 example={"error_ratio": 0.02, "latency_p95_seconds": {"threshold": 1, "for": "15m"},
                          "disk_free_percent": False})
 

@@ -303,5 +303,3 @@ def test_real_log_lines_carry_every_field_the_pipeline_and_mapping_expect(app_li
         for field, value in line.items():
             if field in properties and field != "@timestamp":
                 assert _type_ok(value, properties[field]), (field, value, line)
-
-

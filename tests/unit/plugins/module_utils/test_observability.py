@@ -192,6 +192,13 @@ def test_builtin_alerts_take_a_threshold_a_switch_or_a_mapping():
     assert alerts["target_down"]["enabled"] is False
     assert alerts["error_rate_per_second"] == {"enabled": True, "threshold": 1, "for": "5m",
                                                "severity": "warning", "labels": {}}
+    # the opt-in alert's threshold alone asks for it; in a mapping, enabled says
+    asked = normalize(build(monitoring={"enabled": True, "alerts": {
+        "error_rate_per_second": 0.5}}))["monitoring"]["alerts"]["error_rate_per_second"]
+    assert asked["enabled"] is True and asked["threshold"] == 0.5
+    mapping = normalize(build(monitoring={"enabled": True, "alerts": {
+        "error_rate_per_second": {"threshold": 0.5}}}))["monitoring"]["alerts"]["error_rate_per_second"]
+    assert mapping["enabled"] is False
     assert alerts["latency_p95_seconds"] == {"enabled": True, "threshold": 1.5, "for": "15m",
                                              "severity": "critical", "labels": {"team": "platform"}}
 
