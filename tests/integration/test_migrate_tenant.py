@@ -43,7 +43,9 @@ def stack(name, replicas):
         "stack_environment": "dev",
         "stack_project_dir": "/opt/%s" % name,
         "stack_services": [{
-            "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
+            # a tag of its own: suites of other checkouts on the same Docker engine build
+            # opsdeck/refapp:0.1.0 from their own recipe (this app reads REDIS_KEY_PREFIX)
+            "name": "api", "image": "opsdeck/refapp:mig-live", "build": "refapp", "port": 8000,
             "replicas": replicas, "uses": ["redis"], "secrets": ["admin_token"],
             "env": {"APP_NAME": "api", "ADMIN_TOKEN_FILE": "/run/secrets/admin_token",
                     "REDIS_KEY_PREFIX": PREFIX},
