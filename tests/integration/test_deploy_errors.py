@@ -89,12 +89,25 @@ def test_shipped_staging_inventory_validates_without_touching_a_host(tmp_path):
     which contacts no host (its hosts are TEST-NET addresses), and prints the fidelity report."""
     result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
                   "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  # with monitoring, validate also checks Alertmanager's configuration: the
+                  # webhook must be one
+                  "-e", "vault_slack_webhook_url=https://hooks.slack.com/services/T0/B0/staging",
                   "--tags", "validate"], timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-2000:]
     assert "fidelity on swarm:" in out
     assert "dropped stack_services[api].autoscaling: no autoscaler on swarm" in out
     assert "unreachable=0" in out and "changed=0" in out
+    # the rules and Alertmanager's configuration were checked, on the controller
+    assert "Validate | Run promtool check config and amtool check-config" in out
+    # its vault's placeholder for the Slack webhook is not a URL: said before any host, by name
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
+                  "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  "--tags", "validate"], timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("stack_monitoring.alerting.slack.webhook_secret: secret 'slack_webhook_url' does not hold an "
+            "http(s) URL (it must hold a Slack incoming-webhook URL; its value is not shown)") in out
 
 
 def test_strict_refuses_a_model_whose_target_drops_a_field():

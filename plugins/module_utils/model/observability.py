@@ -51,6 +51,8 @@ RECEIVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SEVERITY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 GROUP_BY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,127}|\.\.\.)$")
 URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")
+# a URL held by a secret (it may carry user:password@ or a token)
+URL_VALUE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 DASHBOARD_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -578,6 +580,29 @@ def _check_alerting(mon, ctx, need_secret):
                 ctx.err("%s.match_re.%s" % (rpath, label), "%s is not a regular expression: %s" % (short(regex), exc))
 
 
+def _url_secrets(model, ctx):
+    """Secrets that hold a URL Alertmanager posts to (Slack webhooks, webhook url_secret) must
+    hold an http(s) URL (amtool would only say "unsupported scheme"); the value is not shown."""
+    alerting = model["monitoring"]["alerting"]
+    secrets = model.get("secrets") or {}
+    wanted = []
+    if alerting["slack"]:
+        wanted.append((alerting["slack"]["webhook_secret"], "stack_monitoring.alerting.slack.webhook_secret",
+                       "a Slack incoming-webhook URL"))
+    for index, receiver in enumerate(alerting["receivers"]):
+        rpath = "stack_monitoring.alerting.receivers[%s]" % (index if receiver["name"] is None else receiver["name"])
+        if receiver["slack"]:
+            wanted.append((receiver["slack"]["webhook_secret"], rpath + ".slack.webhook_secret",
+                           "a Slack incoming-webhook URL"))
+        if receiver["webhook"] and receiver["webhook"]["url_secret"]:
+            wanted.append((receiver["webhook"]["url_secret"], rpath + ".webhook.url_secret", "the webhook's URL"))
+    for name, path, what in wanted:
+        value = secrets.get(name)
+        if isinstance(value, str) and not URL_VALUE.match(value.strip()):
+            ctx.err(path, "secret %s does not hold an http(s) URL (it must hold %s; its value is not "
+                          "shown)" % (short(name), what))
+
+
 def _receiver_secrets(section, path, need_secret):
     """The secrets a receiver (or the shorthands) sends with: they must be in stack_secrets."""
     if section["slack"]:
@@ -726,8 +751,8 @@ def check(model, ctx, need_secret, files=None):
     """The rules of stack_monitoring and stack_logging that span several fields.
 
     ``need_secret(name, path)`` records an error when a secret is not in stack_secrets.
-    ``model`` holds the loaded ``monitoring``, ``logging``, ``services``, ``target`` and
-    ``environment``. ``files`` maps each dashboard ``file`` as written in the model to
+    ``model`` holds the loaded ``monitoring``, ``logging``, ``services``, ``secrets``, ``target``
+    and ``environment``. ``files`` maps each dashboard ``file`` as written in the model to
     ``{"content": text, "path": resolved}`` or ``{"error": message}``: the
     opsdeck.stack.stack_model action reads them beside the inventory (None: nothing was read).
     """
@@ -738,6 +763,8 @@ def check(model, ctx, need_secret, files=None):
     _check_alerts(mon, ctx)
     _check_rules(mon, ctx)
     _check_alerting(mon, ctx, need_secret)
+    if mon["enabled"]:
+        _url_secrets(model, ctx)
     _check_metrics(model, ctx)
     _check_dashboards(model, ctx, files)
     if mon["enabled"] and mon["grafana"]["enabled"]:

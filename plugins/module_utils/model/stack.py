@@ -190,7 +190,7 @@ def normalize(raw, files=None):
         section = raw.get(key) if isinstance(raw, dict) else None
         store["storage_set"] = isinstance(section, dict) and section.get("storage") is not None
     model["monitoring"], model["logging"] = data["monitoring"], data["logging"]
-    model_for_checks = dict(model, services=data["services"])
+    model_for_checks = dict(model, services=data["services"], secrets=data["secrets"])
     _observability.check(model_for_checks, ctx, need_secret, files)
 
     services = data["services"]

@@ -27,7 +27,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..",
 SECRETS = {name: "s3cret-value-%s-0123" % name for name in (
     "postgres_password", "redis_password", "admin_token", "grafana_admin_password",
     "slack_webhook_url", "elastic_password", "kibana_system_password", "logstash_writer_password",
-    "pagerduty_routing_key", "tls_cert", "tls_key", "smtp_password", "ops_password", "webhook_url")}
+    "pagerduty_routing_key", "tls_cert", "tls_key", "smtp_password", "ops_password")}
+SECRETS.update(slack_webhook_url="https://hooks.slack.com/services/T0/B0/s3cret",
+               webhook_url="https://chat.example.com/hooks/s3cret")
 # The dashboard file FULL names, as the stack_model action reads it beside the inventory.
 FILES = {"dashboards/queues.json": {"path": "/inventory/dashboards/queues.json",
                                     "content": json.dumps({"title": "Queues", "panels": []})}}
@@ -155,7 +157,8 @@ def test_shipped_inventories_are_valid_for_both(inventory):
         variables = yaml.safe_load(handle)
     assert list(VALIDATOR.iter_errors(variables)) == []
     raw = {k[len("stack_"):]: v for k, v in variables.items() if k.startswith("stack_")}
-    raw["secrets"] = {name: "s3cret-value-for-%s" % name for name in raw.get("secrets", {})}
+    raw["secrets"] = {name: ("https://hooks.example.com/%s" % name) if name.endswith("_url") else
+                      "s3cret-value-for-%s" % name for name in raw.get("secrets", {})}
     normalize(raw)
 
 

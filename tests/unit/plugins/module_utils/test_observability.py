@@ -446,3 +446,19 @@ def test_logging_field_and_resource_errors():
             "stack_logging.elasticsearch.resources.limits.memory: '1g' is not valid",
             "stack_logging.elasticsearch.resources.requests.memory: 512Mi is not more than the heap 1g"):
         assert any(e.startswith(prefix) for e in errors), (prefix, errors)
+
+
+def test_url_secrets_must_hold_urls_and_are_not_shown():
+    raw = build(monitoring={"enabled": True, "alerting": {
+        "slack": {"channel": "#alerts"},
+        "receivers": [{"name": "chat", "webhook": {"url_secret": "chat_url"}},
+                      {"name": "team", "slack": {"channel": "#team", "webhook_secret": "team_hook"}}]}})
+    raw["secrets"].update(slack_webhook_url="CHANGE_THIS", chat_url="not-a-url-Secr3t", team_hook="https://hooks.example/t")
+    errors = errors_of(raw)
+    assert errors == [
+        "stack_monitoring.alerting.slack.webhook_secret: secret 'slack_webhook_url' does not hold an http(s) URL "
+        "(it must hold a Slack incoming-webhook URL; its value is not shown)",
+        "stack_monitoring.alerting.receivers[chat].webhook.url_secret: secret 'chat_url' does not hold an http(s) "
+        "URL (it must hold the webhook's URL; its value is not shown)"]
+    raw["monitoring"]["enabled"] = False
+    normalize(raw)
