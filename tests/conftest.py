@@ -71,4 +71,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_sep("!", "CI: %d test(s) skipped, which fails the run" % len(_SKIPPED))
         for nodeid in _SKIPPED[:20]:
             terminalreporter.write_line(nodeid)
-

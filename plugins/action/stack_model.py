@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 try:  # ansible-core >= 2.19: text read from a file is templated only once marked trusted
@@ -19,6 +20,9 @@ from ansible_collections.opsdeck.stack.plugins.module_utils.common.data import p
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import stack as model_stack
 
 PREFIX = "stack_"
+UNSAFE_HINT = (" (a Prometheus or Alertmanager template such as {{ $labels.job }} or {{ $value }} in "
+               "the inventory must be marked !unsafe, or Ansible templates it itself: "
+               'summary: !unsafe "{{ $labels.job }} is down")')
 
 
 class ActionModule(ActionBase):
@@ -35,15 +39,22 @@ class ActionModule(ActionBase):
         fact = args.get("fact", "opsdeck_stack")
         raw = args.get("model")
         if raw is None:
-            raw = {name[len(PREFIX):]: self._templar.template(value)
-                   for name, value in task_vars.items()
-                   if name.startswith(PREFIX) and value is not None}
+            raw = {}
+            for name, value in task_vars.items():
+                if not name.startswith(PREFIX) or value is None:
+                    continue
+                try:
+                    raw[name[len(PREFIX):]] = self._templar.template(value)
+                except AnsibleError as exc:
+                    result.update(failed=True, msg="%s: %s%s" % (name, exc, UNSAFE_HINT if "$" in str(exc) else ""))
+                    return result
         raw = plain(raw)
         if not isinstance(raw, dict):
             result.update(failed=True, msg="model must be a mapping of the stack_* variables "
                                            "without their prefix (got %s)" % type(raw).__name__)
             return result
-        base_dir = task_vars.get("inventory_dir") or os.getcwd()
+        # Files the model names (service files, bind sources, dashboards) are beside the inventory.
+        base_dir = task_vars.get("inventory_dir") or self._loader.get_basedir() or os.getcwd()
         raw, errors = self._read_sources(raw, base_dir)
         try:
             model = model_stack.normalize(raw, base_dir=base_dir)

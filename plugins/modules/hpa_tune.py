@@ -119,7 +119,7 @@ options:
   scale_up:
     description:
       - Scale-up behaviour with friendly keys, rendered to C(spec.behavior.scaleUp).
-      - 'Seed example: O(scale_up) C({percent: 50, pods: 2, period: 60, select: max, stabilization: 0})
+      - 'Example: O(scale_up) C({percent: 50, pods: 2, period: 60, select: max, stabilization: 0})
         = up by the larger of +50 % or +2 pods per 60 s.'
       - Mutually exclusive with O(behavior) key C(scaleUp).
     type: dict
@@ -147,7 +147,7 @@ options:
   scale_down:
     description:
       - Scale-down behaviour with friendly keys, rendered to C(spec.behavior.scaleDown).
-      - 'Seed example: O(scale_down) C({percent: 10, pods: 1, period: 60, select: min, stabilization: 300})
+      - 'Example: O(scale_down) C({percent: 10, pods: 1, period: 60, select: min, stabilization: 300})
         = down by the smaller of -10 % or -1 pod per 60 s, after a 300 s window.'
       - Mutually exclusive with O(behavior) key C(scaleDown).
     type: dict
@@ -313,13 +313,13 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Autoscale evolution-api as in the deployment guide (2-20 pods, CPU 70 %, memory 80 %)
+- name: Autoscale api (2-20 pods, CPU 70 %, memory 80 %; up by max(+50 %, +2 pods) per 60 s, down by min(-10 %, -1 pod) after 300 s)
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
+    name: api-hpa
+    namespace: shop-prod
     target:
       kind: Deployment
-      name: evolution-api
+      name: api
     min_replicas: 2
     max_replicas: 20
     cpu_utilization: 70
@@ -330,8 +330,8 @@ EXAMPLES = r"""
 
 - name: Derive the bounds from capacity (1000 msg/s at peak, 50 msg/s per pod, 20 % headroom)
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
+    name: api-hpa
+    namespace: shop-prod
     capacity:
       peak_rate: 1000
       per_pod_rate: 50
@@ -346,15 +346,15 @@ EXAMPLES = r"""
 
 - name: Scale earlier (CPU 60 %) without touching anything else
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
+    name: api-hpa
+    namespace: shop-prod
     cpu_utilization: 60
     memory_utilization: 80
 
 - name: Raw behavior for per-policy periods
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
+    name: api-hpa
+    namespace: shop-prod
     behavior:
       scaleUp:
         policies:
@@ -364,18 +364,18 @@ EXAMPLES = r"""
 
 - name: GitOps - write the manifest into the repository instead of applying it
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
-    target: {name: evolution-api}
+    name: api-hpa
+    namespace: shop-prod
+    target: {name: api}
     min_replicas: 2
     max_replicas: 20
     cpu_utilization: 70
-    dest: "{{ playbook_dir }}/gitops/ifinu-production/evolution-api-hpa.yaml"
+    dest: "{{ playbook_dir }}/gitops/shop-prod/api-hpa.yaml"
 
 - name: Remove the autoscaler
   opsdeck.stack.hpa_tune:
-    name: evolution-api-hpa
-    namespace: ifinu-production
+    name: api-hpa
+    namespace: shop-prod
     state: absent
 """
 
@@ -398,9 +398,9 @@ manifest:
   sample:
     apiVersion: autoscaling/v2
     kind: HorizontalPodAutoscaler
-    metadata: {name: evolution-api-hpa, namespace: ifinu-production}
+    metadata: {name: api-hpa, namespace: shop-prod}
     spec:
-      scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: evolution-api}
+      scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}
       minReplicas: 2
       maxReplicas: 20
 hpa:

@@ -17,7 +17,7 @@ description:
   - "O(mode=snapshot): a full, point-in-time RDB streamed the way C(redis-cli --rdb) gets it
     (C(REPLCONF capa eof), C(REPLCONF rdb-only 1), C(SYNC)); both the C($<length>) form and the
     diskless C($EOF:<mark>) form are handled. The file contains every database of the server."
-  - "O(mode=keys): a portable export of key patterns (for example C(vf:config:*)) with SCAN,
+  - "O(mode=keys): a portable export of key patterns (for example C(app:config:*)) with SCAN,
     pipelined PEXPIRETIME (PTTL before Redis 7) and DUMP. It works where replication commands
     are not allowed (managed services, restricted ACL users) and can be restored online into
     another server with O(state=restored). It is not a point-in-time image: keys are read one
@@ -235,7 +235,7 @@ EXAMPLES = r"""
     password: "{{ vault_redis_password }}"
     mode: keys
     patterns:
-      - "vf:config:*"
+      - "app:config:*"
     dest: /var/backups/redis-config
     name_prefix: vf-config-
     compress: true
@@ -248,7 +248,7 @@ EXAMPLES = r"""
     state: restored
     src: "{{ config_backup.file }}"
     patterns:
-      - "vf:config:tenant1*"
+      - "app:config:tenant1*"
 
 - name: Make the server persist to its own volume first, then stream a snapshot over TLS
   opsdeck.stack.redis_backup:
@@ -329,7 +329,7 @@ missing_keys:
   returned: mode is keys
   type: list
   elements: str
-  sample: ["vf:config:tenant9"]
+  sample: ["app:config:tenant9"]
 missing_count:
   description: Number of literal key names that do not exist.
   returned: mode is keys
@@ -388,7 +388,7 @@ skipped_keys:
   returned: state is restored
   type: list
   elements: str
-  sample: ["vf:config:tenant1"]
+  sample: ["app:config:tenant1"]
 expired:
   description: Records not restored because their key had expired by the time of the restore.
   returned: state is restored

@@ -15,6 +15,10 @@ description:
     declared stack model (the field reference is C(docs/stack-model.md), the JSON Schema
     C(docs/stack-model.schema.json)) and sets the normalised model as a fact.
   - Runs on the controller only; no host is contacted.
+  - Files the model names are read here, on the controller, relative to the inventory directory
+    (C(inventory_dir); absolute paths as given), namely the Grafana dashboards of
+    C(stack_monitoring.grafana.dashboards[].file). A file that cannot be read or is not a JSON
+    dashboard is reported like any other problem, under the field's path.
   - Every problem is reported at once, each naming its field by path, with list items named
     by their name (C(stack_services[api].route.path)), the bad value and what is allowed.
   - Accepted but questionable settings (for example C(replicas) beside C(autoscaling)) are

@@ -14,8 +14,8 @@ description:
   - Drains a whole application instance (C(POST /admin/drain)) or one or more tenants
     (C(POST /api/tenants/<id>/drain)) through the application's admin API with a Bearer
     token, then waits until the work in flight has reached zero. O(state=active) undoes it.
-  - The API shape is the one of the VeloFlux deployment guide (seed 000) and of the
-    collection's reference application; every path is configurable.
+  - The default API shape is the one of the collection's reference application
+    (C(roles/images/files/refapp)); every path is configurable.
   - The current state is read first. A target that is already draining is not drained
     again (C(changed=false)), one that is not draining is not undrained again, so the
     module is idempotent, and an instance that restarted since it was drained is seen as

@@ -89,12 +89,25 @@ def test_shipped_staging_inventory_validates_without_touching_a_host(tmp_path):
     which contacts no host (its hosts are TEST-NET addresses), and prints the fidelity report."""
     result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
                   "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  # with monitoring, validate also checks Alertmanager's configuration: the
+                  # webhook must be one
+                  "-e", "vault_slack_webhook_url=https://hooks.slack.com/services/T0/B0/staging",
                   "--tags", "validate"], timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-2000:]
     assert "fidelity on swarm:" in out
     assert "dropped stack_services[api].autoscaling: no autoscaler on swarm" in out
     assert "unreachable=0" in out and "changed=0" in out
+    # the rules and Alertmanager's configuration were checked, on the controller
+    assert "Validate | Run promtool check config and amtool check-config" in out
+    # its vault's placeholder for the Slack webhook is not a URL: said before any host, by name
+    result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
+                  "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  "--tags", "validate"], timeout=300)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert ("stack_monitoring.alerting.slack.webhook_secret: secret 'slack_webhook_url' does not hold an "
+            "http(s) URL (it must hold a Slack incoming-webhook URL; its value is not shown)") in out
 
 
 def test_strict_refuses_a_model_whose_target_drops_a_field():
@@ -105,3 +118,38 @@ def test_strict_refuses_a_model_whose_target_drops_a_field():
     assert result.returncode != 0
     assert "stack_services[api].autoscaling: dropped on swarm" in out, out[-2000:]
     assert "stack_postgres.storage: dropped on swarm" in out
+
+
+MONITORED = {"stack_monitoring": {"enabled": True, "grafana": {"enabled": False}},
+             "stack_redis": {"enabled": True}, "stack_postgres": {"enabled": True},
+             "stack_secrets": {"postgres_password": "bad-input-pg-pass"}}
+
+
+def test_a_rule_promtool_refuses_stops_the_deploy_before_any_host(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], rules=[{"name": "shop", "rules": [
+        {"record": "job:orders:rate5m", "expr": "sum(rate(orders_total[5m])"},
+        {"alert": "OrdersStalled", "expr": "job:orders:rate5m == 0", "for": "10m"}]}])
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring))
+    assert ("stack_monitoring.rules[shop].rules[job:orders:rate5m]: promtool check rules: could not parse "
+            "expression: 1:27: parse error: unclosed left parenthesis") in out
+    assert "Check the Docker engine" not in out, "the rules are checked before any host"
+
+
+def test_a_dashboard_file_that_is_not_there_is_named(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], grafana={"enabled": True, "dashboards": [
+        {"name": "shop", "file": "dashboards/shop.json"}]})
+    secrets = dict(MONITORED["stack_secrets"], grafana_admin_password="bad-input-grafana")
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring, stack_secrets=secrets))
+    wanted = "stack_monitoring.grafana.dashboards[shop].file: cannot read %s/inventory/dashboards/shop.json " \
+             "(relative to the inventory directory %s/inventory): No such file or directory" % (tmp_path, tmp_path)
+    assert wanted in out
+    assert "Check the Docker engine" not in out
+
+
+def test_a_prometheus_template_not_marked_unsafe_is_explained(tmp_path):
+    monitoring = dict(MONITORED["stack_monitoring"], rules=[{"name": "shop", "rules": [
+        {"alert": "Down", "expr": "up == 0", "annotations": {"summary": "{{ $labels.job }} is down"}}]}])
+    out = deploy(tmp_path, dict(MONITORED, stack_monitoring=monitoring))
+    assert "stack_monitoring: " in out
+    assert "must be marked !unsafe, or Ansible templates it itself" in out
+    assert "Check the Docker engine" not in out

@@ -13,8 +13,8 @@ privileges, hostPID, every ConfigMap/Secret item written where the volume mounts
 Each container's readiness probe path then answers, and it serves what its alerts need:
 - Alertmanager: /-/ready with the rendered configuration from its Secret.
 - Redis exporter: against a real redis-server that requires the vault password, which the
-  exporter reads from its Secret mount: redis_up 1 and seed 002's queue length
-  (ifinu:fila:whatsapp) as redis_key_size.
+  exporter reads from its Secret mount: redis_up 1 and the length of the inventory's
+  example queue (jobs:pending) as redis_key_size.
 - node exporter (uid 65534, the host's /, /proc and /sys read-only): the root file system's
   free bytes (DiskSpace alert) and the host's processes (hostPID).
 Prometheus (the upstream image with kubernetes_sd), Grafana and the Elastic stack cannot be
@@ -43,7 +43,7 @@ from ansible_collections.opsdeck.stack.plugins.module_utils.components import mo
 
 PREFIX = "opsdeck-k8spod"
 NETWORK = PREFIX + "-net"
-QUEUE = "ifinu:fila:whatsapp"
+QUEUE = "jobs:pending"  # the prod inventory's example queue
 IMAGES = [
     {"component": "alertmanager", "image": "opsdeck/alertmanager:0.25", "recipe": "alertmanager",
      "pull": False},
@@ -213,7 +213,7 @@ def pods(tmp_path_factory):
     started = {}
     try:
         # The Redis the exporter scrapes: reachable as "redis" (the Service's name), with
-        # the password of the vault, holding seed 002's queue.
+        # the password of the vault, holding the inventory's example queue.
         password = vault[model["redis"]["password_secret"]]
         docker("run", "-d", "--name", PREFIX + "-redis", "--network", NETWORK,
                "--network-alias", "redis", "opsdeck/redis:7", "redis-server", "--port",

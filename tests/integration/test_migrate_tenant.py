@@ -1,11 +1,13 @@
-"""playbooks/migrate_tenant.yml for real: seed 000's move of a tenant from the shared instance
-to a dedicated one, with two small stacks on the local Docker engine.
+"""playbooks/migrate_tenant.yml for real: the move of a tenant from the shared instance to a
+dedicated one, with two small stacks on the local Docker engine.
 
 opsdeck-mig-shared (proxy 127.0.0.1:18380, two replicas of the reference app, Redis with a
 password) is deployed by the module fixture and holds three tenants' configuration: acme,
 globex and acme2 (whose keys share acme's prefix and must not move). The playbook deploys
 opsdeck-mig-dedicated (127.0.0.1:18381) from a second inventory directory and moves acme there.
-Both stacks are torn down at the end.
+The app keeps its tenants' data under a key prefix of its own (REDIS_KEY_PREFIX in the
+service's environment), which the playbook reads from the shared model. Both stacks are torn
+down at the end.
 """
 
 import json
@@ -30,6 +32,8 @@ VAULTS = {
                 "vault_admin_token": "mig-dedicated-admin-Secret-6604"},
 }
 EXPORT_DIR = "/var/backups/opsdeck/%s/migrations" % SHARED
+# the app's key prefix (not the reference app's default app:): the playbook must find it
+PREFIX = "acct:"
 OUTPUTS = []
 
 
@@ -39,9 +43,12 @@ def stack(name, replicas):
         "stack_environment": "dev",
         "stack_project_dir": "/opt/%s" % name,
         "stack_services": [{
-            "name": "api", "image": "opsdeck/refapp:0.1.0", "build": "refapp", "port": 8000,
+            # a tag of its own: suites of other checkouts on the same Docker engine build
+            # opsdeck/refapp:0.1.0 from their own recipe (this app reads REDIS_KEY_PREFIX)
+            "name": "api", "image": "opsdeck/refapp:mig-live", "build": "refapp", "port": 8000,
             "replicas": replicas, "uses": ["redis"], "secrets": ["admin_token"],
-            "env": {"APP_NAME": "api", "ADMIN_TOKEN_FILE": "/run/secrets/admin_token"},
+            "env": {"APP_NAME": "api", "ADMIN_TOKEN_FILE": "/run/secrets/admin_token",
+                    "REDIS_KEY_PREFIX": PREFIX},
             "health": {"ready": "/health/ready", "interval": 2, "retries": 5, "start_period": 4},
             "route": {"path": "/api/", "rate": "100r/s", "burst": 100}}],
         "stack_redis": {"enabled": True, "persistence": "aof", "password_secret": "redis_password"},
@@ -123,9 +130,9 @@ def stacks(tmp_path_factory):
     post_config("globex", {"plan": "free"})
     post_config("acme2", {"plan": "pro"})
     client = redis_of(SHARED)
-    client.hset("vf:config:acme:features", mapping={"ai": "on", "billing": "gerencianet"})
-    client.pexpire("vf:config:acme:features", 7_200_000)
-    client.set("vf:config:acme:limits", "rps=100", ex=3600)
+    client.hset(PREFIX + "config:acme:features", mapping={"ai": "on", "sso": "saml"})
+    client.pexpire(PREFIX + "config:acme:features", 7_200_000)
+    client.set(PREFIX + "config:acme:limits", "rps=100", ex=3600)
     client.set("refapp:hits:acme", 41)  # not configuration: stays behind
     yield {"shared": shared, "dedicated": dedicated, "written": time.monotonic()}
     teardown_stacks()
@@ -133,7 +140,7 @@ def stacks(tmp_path_factory):
 
 def test_tenant_moves_to_its_dedicated_instance(stacks):
     source = redis_of(SHARED)
-    acme_keys = {b"vf:config:acme", b"vf:config:acme:features", b"vf:config:acme:limits"}
+    acme_keys = {(PREFIX + k).encode() for k in ("config:acme", "config:acme:features", "config:acme:limits")}
     before = {k: (source.dump(k), source.pttl(k)) for k in acme_keys}
 
     result = playbook("migrate_tenant.yml", stacks["shared"], "-v", "-e", "migrate_tenant=acme",
@@ -143,8 +150,8 @@ def test_tenant_moves_to_its_dedicated_instance(stacks):
 
     # the dedicated Redis holds acme's configuration, and only acme's, with the TTLs carried over
     target = redis_of(DEDICATED)
-    assert set(target.keys("*")) == acme_keys | {b"vf:tenants"}, "other tenants' keys must not move"
-    assert target.smembers("vf:tenants") == {b"acme"}
+    assert set(target.keys("*")) == acme_keys | {(PREFIX + "tenants").encode()}, "other tenants' keys must not move"
+    assert target.smembers(PREFIX + "tenants") == {b"acme"}
     for key, (payload, ttl) in before.items():
         assert target.dump(key) == payload, key
         if ttl < 0:
@@ -166,7 +173,7 @@ def test_tenant_moves_to_its_dedicated_instance(stacks):
         assert get("http://%s:8000/api/config?tenant=acme2" % ip)[0] == 200, ip
 
     # the switch is recorded on the shared Redis, whose copy is kept as the rollback
-    assert source.get("vf:tenant:acme:home") == b"dedicated:" + DEDICATED.encode()
+    assert source.get(PREFIX + "tenant:acme:home") == b"dedicated:" + DEDICATED.encode()
     assert all(source.exists(k) for k in acme_keys)
 
     exports = [n for n in os.listdir(EXPORT_DIR) if n.startswith("acme-") and n.endswith(".keys")]

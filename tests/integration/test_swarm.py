@@ -45,7 +45,7 @@ STACK = {
     "stack_redis": {"enabled": True, "persistence": "none"},
     "stack_proxy": {"port": PORT, "bind": "127.0.0.1"},
     "stack_monitoring": {"enabled": True, "scrape_interval": "5s",
-                         "redis_queues": [{"key": "ifinu:fila:whatsapp", "max_length": 1000}]},
+                         "redis_queues": [{"key": "jobs:pending", "max_length": 1000}]},
     "stack_secrets": {"admin_token": "{{ admin_token }}", "grafana_admin_password": "grafana-pass-1234"},
 }
 

@@ -1652,7 +1652,7 @@ def backup(params, check_mode=False):
         dest = os.path.abspath(os.path.expanduser(dest))
         result["dest_created"] = prepare_dest(dest, check_mode)
     if mode == "keys" and not params.get("patterns"):
-        raise BackupError("patterns is required for mode: keys (for example ['vf:config:*']).")
+        raise BackupError("patterns is required for mode: keys (for example ['app:config:*']).")
 
     conn = connect(params)
     try:

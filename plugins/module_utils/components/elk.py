@@ -13,9 +13,11 @@ secret files, which the target fills from its secret store.
                                                  shared by the StatefulSet's pods, see below)
     elasticsearch/jvm.options.d/heap.options     heap from stack_logging.elasticsearch.heap
     elasticsearch/ilm/<policy>.json              30 days app logs, 90 days audit (retention_days)
-    elasticsearch/index_templates/<name>.json    data stream templates with the field mappings
+    elasticsearch/index_templates/<name>.json    data stream templates: the platform's fields and
+                                                 stack_logging.fields
     logstash/logstash.yml, logstash/pipelines.yml
-    logstash/pipeline/opsdeck.conf               parses the apps' JSON log lines (seed 000 fields)
+    logstash/pipeline/opsdeck.conf               parses the apps' JSON log lines; data streams by
+                                                 service/level (stack_logging.index_by)
     kibana/kibana.yml
     filebeat/filebeat.yml                        ships container logs to Logstash (Kubernetes:
                                                  the kubelet's files of the stack's namespace,
@@ -41,36 +43,30 @@ except ImportError:  # pragma: no cover - ansible-core's controller always has P
 
 LOGSTASH_BEATS_PORT = 5044
 ES_PORT = 9200
-# The fields of seed 000's structured log lines and how Elasticsearch maps them.
-LOG_FIELDS = {
+# The fields the platform itself maps in every log index (model/observability.BASE_LOG_FIELDS);
+# stack_logging.fields adds the application's, the rest is mapped dynamically (strings as
+# keywords, numbers as long/float).
+BASE_FIELDS = {
     "@timestamp": {"type": "date"},
     "level": {"type": "keyword"},
-    "tenant_id": {"type": "keyword"},
-    "component": {"type": "keyword"},
-    "event": {"type": "keyword"},
-    "plan": {"type": "keyword"},
-    "amount": {"type": "scaled_float", "scaling_factor": 100},
-    "currency": {"type": "keyword"},
-    "metadata": {"type": "flattened"},
     "message": {"type": "text"},
+    "event": {"type": "keyword"},
     "service": {"type": "keyword"},
     "stack": {"type": "keyword"},
     "environment": {"type": "keyword"},
-    # the reference app's request lines
-    "method": {"type": "keyword"},
-    "path": {"type": "keyword"},
-    "route": {"type": "keyword"},
-    "status": {"type": "short"},
-    "duration_ms": {"type": "float"},
 }
+# Log levels kept as such in data stream names (stack_logging.index_by: level); others are "other".
+LEVELS = ("trace", "debug", "info", "notice", "warn", "warning", "error", "critical", "fatal")
+# Logstash's mutate convert target of a field type (keeps a line's value of the mapped kind).
+CONVERT = {"keyword": "string", "wildcard": "string", "long": "integer", "integer": "integer",
+           "short": "integer", "byte": "integer", "unsigned_long": "integer", "double": "float",
+           "float": "float", "half_float": "float", "scaled_float": "float", "boolean": "boolean"}
 CERTS_DIR = "/usr/share/elasticsearch/config/certs"
 # The setup files (setup.sh, ilm/, index_templates/) inside the Elasticsearch containers.
 SETUP_DIR = "/usr/share/elasticsearch/opsdeck"
 # Logstash writes with its own user and role (made by setup.sh), never as elastic.
 LOGSTASH_USER = "opsdeck_logstash"
 LOGSTASH_ROLE = "opsdeck_logstash_writer"
-# Where the app writes the time (the reference app: ts; seed 000: timestamp).
-TIME_FIELDS = ("ts", "timestamp")
 # Kubernetes: the StatefulSet (pods es-0..), its headless Service and the client Service.
 K8S_STATEFULSET = "es"
 K8S_HEADLESS = "es-cluster"
@@ -143,10 +139,39 @@ def ilm_policy(days):
         }}}
 
 
+def mappings(model):
+    """The mapped fields: the platform's, then stack_logging.fields (a.b nested as objects)."""
+    out = {name: dict(mapping) for name, mapping in BASE_FIELDS.items()}
+    for name, spec in sorted(model["logging"].get("fields", {}).items()):
+        props = out
+        parts = name.split(".")
+        for part in parts[:-1]:
+            parent = props.setdefault(part, {"type": "object"})
+            props = parent.setdefault("properties", {})
+        mapping = props.setdefault(parts[-1], {})
+        mapping["type"] = spec["type"]
+        for key in ("scaling_factor", "ignore_above"):
+            if spec.get(key):
+                mapping[key] = spec[key]
+    return out
+
+
+def index_patterns(model, dataset):
+    """The data streams of a dataset: split by service/level below it (stack_logging.index_by)."""
+    patterns = ["logs-%s-*" % dataset]
+    if dataset == APP_DATASET and model["logging"].get("index_by"):
+        patterns.append("logs-%s.*-*" % dataset)
+    return patterns
+
+
+APP_DATASET = "opsdeck.app"
+AUDIT_DATASET = "opsdeck.audit"
+
+
 def index_template(model, dataset, policy):
     replicas = 0 if model["logging"]["elasticsearch"]["nodes"] == 1 else 1
     return {
-        "index_patterns": ["logs-%s-*" % dataset],
+        "index_patterns": index_patterns(model, dataset),
         "data_stream": {},
         # above Elasticsearch's built-in logs-*-* template (priority 100)
         "priority": 200,
@@ -158,7 +183,7 @@ def index_template(model, dataset, policy):
                 "dynamic_templates": [{"strings_as_keyword": {
                     "match_mapping_type": "string",
                     "mapping": {"type": "keyword", "ignore_above": 1024}}}],
-                "properties": dict(LOG_FIELDS),
+                "properties": mappings(model),
             },
         },
     }
@@ -168,14 +193,67 @@ def _quote(text):
     return '"%s"' % str(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _ref(name):
+    """A Logstash field reference of a (possibly dotted) field name: a.b -> [a][b]."""
+    return "".join("[%s]" % part for part in name.split("."))
+
+
+def _field(name):
+    """A field as a plugin option names it: a, or [a][b] for a nested one."""
+    return _ref(name) if "." in name else name
+
+
+def _dataset_lines(model):
+    """How an application line's dataset is named: opsdeck.app, or split by service/level."""
+    by = model["logging"].get("index_by") or []
+    if not by:
+        return ['    mutate {',
+                '      add_field => { "[data_stream][dataset]" => "%s" }' % APP_DATASET,
+                '    }']
+    lines = ["    # one data stream per %s (stack_logging.index_by): lowercase, [a-z0-9_] only" % " and ".join(by)]
+    parts = []
+    for field in by:
+        meta = "[@metadata][opsdeck_%s]" % field
+        parts.append("%%{%s}" % meta)
+        lines += [
+            "    if [%s] {" % field,
+            "      mutate {",
+            '        copy => { "[%s]" => "%s" }' % (field, meta),
+            "      }",
+            "    } else {",
+            "      mutate {",
+            '        add_field => { "%s" => "%s" }' % (meta, "unknown" if field == "service" else "other"),
+            "      }",
+            "    }",
+            "    mutate {",
+            '      lowercase => ["%s"]' % meta,
+            "    }",
+            "    mutate {",
+            '      gsub => ["%s", "[^a-z0-9_]", "_"]' % meta,
+            "    }",
+        ]
+        if field == "level":
+            lines += [
+                "    if %s not in [%s] {" % (meta, ", ".join(_quote(level) for level in LEVELS)),
+                "      mutate {",
+                '        replace => { "%s" => "other" }' % meta,
+                "      }",
+                "    }",
+            ]
+    lines += ["    mutate {",
+              '      add_field => { "[data_stream][dataset]" => "%s.%s" }' % (APP_DATASET, ".".join(parts)),
+              "    }"]
+    return lines
+
+
 def logstash_pipeline(model):
     log = model["logging"]
     es_hosts = ", ".join(_quote(url) for url in es_urls(model))
     audit = ", ".join(_quote(e) for e in log["audit_events"])
-    return "\n".join([
-        "# Rendered by opsdeck.stack: parse the apps' JSON log lines (seed 000's fields:",
-        "# tenant_id, component, event, plan, amount, currency, metadata) and route audit",
-        "# events to their own data stream (kept %d days; app logs %d days)." % (
+    lines = [
+        "# Rendered by opsdeck.stack: parse the apps' JSON log lines into fields, keep the mapped",
+        "# fields (stack_logging.fields) of their mapped kind and route audit events to their own",
+        "# data stream (kept %d days; app logs %d days)." % (
             log["retention_days"]["audit"], log["retention_days"]["app"]),
         "input {",
         "  beats {",
@@ -192,29 +270,30 @@ def logstash_pipeline(model):
         '      tag_on_failure => ["_opsdeck_json_failure"]',
         "    }",
         "  }",
-        '  if [ts] {',
-        "    date {",
-        '      match => ["ts", "ISO8601"]',
-        '      target => "@timestamp"',
-        '      remove_field => ["ts"]',
-        "    }",
-        '  } else if [timestamp] {',
-        "    date {",
-        '      match => ["timestamp", "ISO8601"]',
-        '      target => "@timestamp"',
-        '      remove_field => ["timestamp"]',
-        "    }",
-        "  }",
-        "  if [amount] {",
-        "    mutate {",
-        '      convert => { "amount" => "float" }',
-        "    }",
-        "  }",
-        "  if [tenant_id] {",
-        "    mutate {",
-        '      convert => { "tenant_id" => "string" }',
-        "    }",
-        "  }",
+    ]
+    # the event's time: the first of stack_logging.time_fields the line has (ISO 8601)
+    for index, field in enumerate(log.get("time_fields") or []):
+        lines += [
+            ("  if %s {" if index == 0 else "  } else if %s {") % _ref(field),
+            "    date {",
+            '      match => ["%s", "ISO8601"]' % _field(field),
+            '      target => "@timestamp"',
+            '      remove_field => ["%s"]' % _field(field),
+            "    }",
+        ]
+    if log.get("time_fields"):
+        lines.append("  }")
+    for name, spec in sorted((log.get("fields") or {}).items()):
+        target = CONVERT.get(spec["type"])
+        if target:
+            lines += [
+                "  if %s {" % _ref(name),
+                "    mutate {",
+                '      convert => { "%s" => "%s" }' % (_field(name), target),
+                "    }",
+                "  }",
+            ]
+    lines += [
         "  if [container][labels][org_opsdeck_component] {",
         "    mutate {",
         '      copy => { "[container][labels][org_opsdeck_component]" => "service" }',
@@ -230,12 +309,12 @@ def logstash_pipeline(model):
         "  }",
         "  if [event] in [%s] or [audit] == true {" % audit,
         "    mutate {",
-        '      add_field => { "[data_stream][dataset]" => "opsdeck.audit" }',
+        '      add_field => { "[data_stream][dataset]" => "%s" }' % AUDIT_DATASET,
         "    }",
         "  } else {",
-        "    mutate {",
-        '      add_field => { "[data_stream][dataset]" => "opsdeck.app" }',
-        "    }",
+    ]
+    lines += _dataset_lines(model)
+    lines += [
         "  }",
         "}",
         "",
@@ -250,7 +329,8 @@ def logstash_pipeline(model):
         "  }",
         "}",
         "",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def logstash_settings(model):
@@ -367,7 +447,8 @@ def render(model):
         add("elasticsearch/ilm/%s.json" % policy,
             json.dumps(ilm_policy(log["retention_days"][kind]), indent=2, sort_keys=True) + "\n")
         add("elasticsearch/index_templates/opsdeck-%s.json" % kind,
-            json.dumps(index_template(model, "opsdeck.%s" % kind, policy), indent=2, sort_keys=True) + "\n")
+            json.dumps(index_template(model, APP_DATASET if kind == "app" else AUDIT_DATASET, policy),
+                       indent=2, sort_keys=True) + "\n")
     add("logstash/logstash.yml", header + _dump(logstash_settings(model)))
     add("logstash/pipelines.yml", header + _dump([{
         "pipeline.id": "opsdeck", "path.config": "/usr/share/logstash/pipeline/opsdeck.conf"}]))

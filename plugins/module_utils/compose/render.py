@@ -609,6 +609,12 @@ def _elk_services(model, elk_files, services, files, volumes, add_secret):
             add_secret(secret)
             certs.append({"source": secret, "target": "%s/%s" % (_elk.CERTS_DIR, filename)})
     auth = 'curl -fsS -o /dev/null -u "elastic:$$(cat /run/secrets/%s)" ' % elastic
+    # stack_logging.elasticsearch.resources (else cpu 500m/2, twice the heap): as on Kubernetes
+    sizes = _observability.es_resources(model)
+    es_resources = {"limits": {"cpus": quantity.cpus(quantity.cpu_millis(sizes["limits"]["cpu"])),
+                               "memory": str(quantity.to_bytes(sizes["limits"]["memory"]))},
+                    "reservations": {"cpus": quantity.cpus(quantity.cpu_millis(sizes["requests"]["cpu"])),
+                                     "memory": str(quantity.to_bytes(sizes["requests"]["memory"]))}}
     for name in nodes:
         svc = _upstream(model, "elasticsearch", _observability.elastic_image(model, "elasticsearch"))
         config = "/usr/share/elasticsearch/config"
@@ -621,6 +627,7 @@ def _elk_services(model, elk_files, services, files, volumes, add_secret):
                         "%s:/usr/share/elasticsearch/data" % name.replace("-", "data-", 1)],
             "ulimits": {"nofile": {"soft": 65536, "hard": 65536}},
             "networks": ["logging"],
+            "deploy": {"resources": es_resources},
             "stop_grace_period": "60s",
             "healthcheck": _healthcheck(
                 ["CMD-SHELL", auth + "'http://127.0.0.1:%d/_cluster/health?local=true'" % _elk.ES_PORT],

@@ -93,7 +93,7 @@ COMPONENT_RESOURCES = {
     "setup": ({"cpu": "50m", "memory": "64Mi"}, {"cpu": "500m", "memory": "128Mi"}),
     "node-exporter": ({"cpu": "50m", "memory": "32Mi"}, {"cpu": "250m", "memory": "128Mi"}),
     "filebeat": ({"cpu": "100m", "memory": "128Mi"}, {"cpu": "500m", "memory": "512Mi"}),
-    # Elasticsearch: cpu here, memory twice the heap from the model (see _es_memory)
+    # Elasticsearch: from the model (model/observability.es_resources)
     "elasticsearch": ({"cpu": "500m"}, {"cpu": "2"}),
 }
 # Where Alertmanager may send notifications: anywhere but the link-local metadata range.
@@ -116,13 +116,6 @@ _sha = _digest.short_hash
 def _resources(component):
     requests, limits = COMPONENT_RESOURCES[component]
     return {"requests": dict(requests), "limits": dict(limits)}
-
-
-def _es_memory(heap):
-    """Twice the JVM heap (Elasticsearch wants half the memory left to the page cache)."""
-    match = re.match(r"^([0-9]+)([mg])$", heap)
-    amount = int(match.group(1)) * 2
-    return "%d%s" % (amount, "Gi" if match.group(2) == "g" else "Mi")
 
 
 def _prometheus_storage(model):
@@ -416,8 +409,9 @@ class _Obs:
         if "node-exporter" in exporters:
             self.node_exporter(exporters["node-exporter"])
         for svc in model["services"]:
-            if svc.get("port") and svc.get("replicas", 1) != 0:
-                self.flows.append(("prometheus", svc["name"], svc["port"]))
+            port = _monitoring.scrape_port(svc)
+            if port is not None:
+                self.flows.append(("prometheus", svc["name"], port))
         if mon["grafana"]["enabled"]:
             self.grafana(files)
 
@@ -531,8 +525,8 @@ class _Obs:
         init["command"] = ["/bin/sh", "-c", "cp -R %s/. /mnt/config/" % ES_CONFIG]
         init["volumeMounts"] = [{"name": "config", "mountPath": "/mnt/config"}]
         es = _container("elasticsearch", image, "elasticsearch")
-        es["resources"]["requests"]["memory"] = es["resources"]["limits"]["memory"] = \
-            _es_memory(log["elasticsearch"]["heap"])
+        # stack_logging.elasticsearch.resources, else cpu 500m/2 and twice the heap
+        es["resources"] = _observability.es_resources(model)
         es["env"] = [{"name": "ELASTIC_PASSWORD_FILE", "value": "%s/%s" % (k.SECRETS_DIR, elastic)},
                      {"name": "NODE_NAME",
                       "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
@@ -725,10 +719,9 @@ class _Obs:
             egress["prometheus"].append({"to": peers, "ports": [{"protocol": "TCP", "port": p}
                                                                 for p in API_SERVER_PORTS]})
         if "alertmanager" in own:
-            ports = {443, 587}
-            email = self.model["monitoring"]["alerting"].get("email")
-            if email:
-                ports.add(int(email["smarthost"].rsplit(":", 1)[1]))
+            # 443 and 587 always (a receiver added later needs no policy change), plus the
+            # receivers' own SMTP and webhook ports
+            ports = {443, 587} | set(_monitoring.alertmanager_ports(self.model, self.secrets))
             egress.setdefault("alertmanager", []).append(
                 {"to": [INTERNET],
                  "ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]})

@@ -338,6 +338,7 @@ SERVICE = Obj({
     "placement": PLACEMENT,
     "service_account": label("Kubernetes: run as this service account of stack_kubernetes."
                              "service_accounts (its API token mounted when it has token: true)."),
+    "metrics": observability.SERVICE_METRICS,
 }, doc="An application service.")
 
 TLS = Obj({

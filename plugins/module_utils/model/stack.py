@@ -365,14 +365,37 @@ def _secrets(raw, refuse, environment, ctx):
     return clean
 
 
-def normalize(raw, base_dir=None):
+def dashboard_files(raw, base_dir):
+    """The dashboard files stack_monitoring.grafana.dashboards names, read from beside the
+    inventory: {file as written: {"path": resolved, "content": text} or {"error": message}};
+    model/observability.check parses them and reports problems under the field's path."""
+    out = {}
+    monitoring = raw.get("monitoring") if isinstance(raw, dict) else None
+    grafana = monitoring.get("grafana") if isinstance(monitoring, dict) else None
+    boards = grafana.get("dashboards") if isinstance(grafana, dict) else None
+    for board in boards if isinstance(boards, list) else []:
+        name = board.get("file") if isinstance(board, dict) else None
+        if not isinstance(name, str) or not name or name in out:
+            continue
+        path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(name)))
+        text, why = _read(base_dir, path)
+        out[name] = {"path": path, "content": text} if why is None else {
+            "error": "cannot read %s (relative to the inventory directory %s): %s" % (path, base_dir, why)}
+    return out
+
+
+def normalize(raw, base_dir=None, files=None):
     """Validate ``raw`` (a dict of the stack_* variables without the prefix).
 
-    ``base_dir`` is the inventory directory: relative host paths (bind mounts) are taken
-    from there. Returns the normalised model (its ``warnings`` list says what was accepted but is
+    ``base_dir`` is the inventory directory: the files the model names (service files, bind
+    mount sources, dashboards) are taken from there. ``files`` gives the dashboard files
+    instead (as dashboard_files returns them); with neither, dashboards are not read.
+    Returns the normalised model (its ``warnings`` list says what was accepted but is
     worth knowing); raises ModelError listing every problem.
     """
     ctx = Context()
+    if files is None and base_dir is not None:
+        files = dashboard_files(raw, base_dir)
     secret_values = raw.get("secrets") if isinstance(raw, dict) else None
     if isinstance(secret_values, dict):
         for key, value in secret_values.items():
@@ -420,8 +443,8 @@ def normalize(raw, base_dir=None):
         section = raw.get(key) if isinstance(raw, dict) else None
         store["storage_set"] = isinstance(section, dict) and section.get("storage") is not None
     model["monitoring"], model["logging"] = data["monitoring"], data["logging"]
-    model_for_checks = dict(model)
-    _observability.check(model_for_checks, ctx, need_secret)
+    model_for_checks = dict(model, services=data["services"], secrets=data["secrets"])
+    _observability.check(model_for_checks, ctx, need_secret, files)
 
     services = data["services"]
     names = {svc["name"] for svc in services if svc["name"]}

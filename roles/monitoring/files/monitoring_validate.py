@@ -4,17 +4,40 @@
 
 Reads {"promtool", "amtool", "files": {path: content}, "prometheus_copy": text} on stdin,
 writes the files into a private temporary directory (0700; secrets never leave it), runs
-`promtool check config` (which checks every rule file too), `amtool check-config` and a JSON
-parse of each dashboard, removes the directory and prints {"errors": [...]}. Output of the
-tools is filtered so that no secret from alertmanager.yml is echoed.
+`promtool check rules` on every rule file (a problem in the user's own rules, the file
+custom.rules.yml, is reported under its path in the model:
+stack_monitoring.rules[<group>].rules[<alert or record>]), then `promtool check config`,
+`amtool check-config` and a JSON parse of each dashboard, removes the directory and prints
+{"errors": [...]}. Output of the tools is filtered so that no secret from alertmanager.yml
+is echoed.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+
+USER_RULES = "prometheus/rules/custom.rules.yml"
+# promtool's line for a rule: <file>: [<line>:<col>: ]group "<g>", rule <n>, "<name>": <problem>
+RULE_PROBLEM = re.compile(r'^(?P<file>\S+): (?:\d+:\d+: )?group "(?P<group>[^"]*)", rule (?P<n>\d+), '
+                          r'"(?P<name>[^"]*)": (?P<problem>.*)$')
+
+
+def rule_errors(output):
+    """promtool check rules' complaints, those of the user's rules named by their model path."""
+    out = []
+    for line in output.splitlines():
+        line = line.strip()
+        match = RULE_PROBLEM.match(line)
+        if match and match.group("file") == USER_RULES:
+            out.append("stack_monitoring.rules[%s].rules[%s]: promtool check rules: %s" % (
+                match.group("group"), match.group("name") or int(match.group("n")) - 1, match.group("problem")))
+        elif match or (line and not line.startswith(("Checking", "FAILED", "SUCCESS"))):
+            out.append("promtool check rules: %s" % line)
+    return out or ["promtool check rules failed: %s" % output.strip()[-3000:]]
 
 
 def main():
@@ -32,10 +55,17 @@ def main():
         checks = []
         for tool in ("promtool", "amtool"):
             if not os.access(request[tool], os.X_OK):
-                errors.append("%s not found at %s on the controller: install the Debian package %s or "
-                              "set monitoring_validate: false" % (
+                errors.append("%s not found at %s on the controller: install the Debian package %s "
+                              "(scripts/setup.sh does), point monitoring_%s_binary at it, or set "
+                              "monitoring_validate: false to deploy without this check" % (
                                   tool, request[tool],
-                                  "prometheus" if tool == "promtool" else "prometheus-alertmanager"))
+                                  "prometheus" if tool == "promtool" else "prometheus-alertmanager", tool))
+        rules = sorted(path for path in request["files"] if path.startswith("prometheus/rules/"))
+        if not errors and rules:
+            result = subprocess.run([request["promtool"], "check", "rules"] + rules, cwd=tmp,
+                                    capture_output=True, text=True, timeout=120, check=False)
+            if result.returncode != 0:
+                errors.extend(rule_errors(result.stdout + "\n" + result.stderr))
         if not errors:
             checks.append(("promtool check config prometheus/prometheus.yml",
                            [request["promtool"], "check", "config", "prometheus/prometheus.yml"]))

@@ -49,19 +49,32 @@ def test_redis_wrong_password_is_reported(refapp_factory, refapp_redis_server, t
 def test_tenants_from_redis_set_and_tenant_config(refapp_factory, refapp_redis_server):
     app = refapp_factory(_redis_env(refapp_redis_server))
     assert app.get("/api/tenants/initech/status", auth=True).status == 404
-    refapp_redis_server.command("SADD", "vf:tenants", "initech")
+    refapp_redis_server.command("SADD", "app:tenants", "initech")
     status = app.get("/api/tenants/initech/status", auth=True)
     assert status.status == 200 and status.json()["tenant_id"] == "initech"
     assert "initech" in app.get("/admin/status", auth=True).json()["tenants"]
 
-    # seed 000 keeps tenant config under vf:config:<tenant>
+    # tenant config under <REDIS_KEY_PREFIX>config:<tenant>, the prefix "app:" by default
     assert app.get("/api/config?tenant=hooli").status == 404
     assert app.post("/api/config?tenant=hooli", body={"plan": "pro"}).status == 401
     put = app.post("/api/config?tenant=hooli", body={"plan": "pro", "region": "eu-west"}, auth=True)
-    assert put.status == 200
-    assert refapp_redis_server.command("GET", "vf:config:hooli") == '{"plan": "pro", "region": "eu-west"}'
+    assert put.status == 200 and put.json()["key"] == "app:config:hooli"
+    assert refapp_redis_server.command("GET", "app:config:hooli") == '{"plan": "pro", "region": "eu-west"}'
     assert app.get("/api/config?tenant=hooli").json()["config"] == {"plan": "pro", "region": "eu-west"}
     assert app.get("/api/tenants/hooli/status", auth=True).status == 200, "writing a config registers the tenant"
+
+
+def test_redis_key_prefix_is_a_setting(refapp_factory, refapp_redis_server):
+    app = refapp_factory(dict(_redis_env(refapp_redis_server), REDIS_KEY_PREFIX="shop:"))
+    refapp_redis_server.command("SADD", "shop:tenants", "umbrella")
+    assert app.get("/api/tenants/umbrella/status", auth=True).status == 200
+    put = app.post("/api/config?tenant=umbrella", body={"plan": "free"}, auth=True)
+    assert put.status == 200 and put.json()["key"] == "shop:config:umbrella"
+    assert refapp_redis_server.command("GET", "shop:config:umbrella") == '{"plan": "free"}'
+    assert refapp_redis_server.command("SISMEMBER", "shop:tenants", "umbrella") == 1
+    # the default prefix's keys are not this app's
+    refapp_redis_server.command("SADD", "app:tenants", "stranger")
+    assert app.get("/api/tenants/stranger/status", auth=True).status == 404
 
 
 def test_redis_reconnects_after_connection_is_killed(refapp_factory, refapp_redis_server):

@@ -36,13 +36,24 @@ RAW = {
     "redis": {"enabled": True, "password_secret": "redis_password"},
     "monitoring": {
         "enabled": True, "retention_time": "30d", "retention_size": "20GB",
-        "redis_queues": [{"key": "ifinu:fila:whatsapp", "max_length": 1000, "for": "5m"}],
+        "redis_queues": [{"key": "jobs:pending", "max_length": 1000, "for": "5m"}],
+        # the opt-in built-in alert on, with its own threshold
+        "alerts": {"error_rate_per_second": {"enabled": True, "threshold": 0.5, "for": "2m"}},
+        # the user's own rules (a recording and an alerting rule)
+        "rules": [{"name": "shop-orders", "rules": [
+            {"record": "job:orders:rate5m", "expr": "sum by (job) (rate(orders_total[5m]))"},
+            {"alert": "OrdersStalled", "expr": "job:orders:rate5m == 0", "for": "10m",
+             "labels": {"severity": "warning", "team": "shop"},
+             "annotations": {"summary": "No order on {{ $labels.job }} for 10 minutes",
+                             "description": "Check the checkout service."}}]}],
         "alerting": {
-            "slack": {"channel": "#devops-alerts"},
-            "email": {"to": "alerts@aiecommerce.com", "from": "alertmanager@example.com",
+            "slack": {"channel": "#alerts"},
+            "email": {"to": "alerts@example.com", "from": "alertmanager@example.com",
                       "smarthost": "smtp.example.com:587", "auth_username": "alertmanager",
                       "auth_password_secret": "smtp_password"},
             "pagerduty": {},
+            "receivers": [{"name": "shop-team", "webhook": {"url": "https://hooks.example.com/shop"}}],
+            "routes": [{"receiver": "shop-team", "match": {"team": "shop"}}],
         },
     },
     "logging": {"enabled": True, "retention_days": {"app": 30, "audit": 90}},

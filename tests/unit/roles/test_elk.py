@@ -10,6 +10,7 @@ its actual JSON log lines carry every field the pipeline reads and the index tem
 maps, with values of the mapped types.
 """
 
+import fnmatch
 import json
 import os
 import re
@@ -160,6 +161,69 @@ def test_templates_match_the_data_streams_the_pipeline_writes(dev):
             assert mapping["type"] in MAPPING_TYPES, name
 
 
+def test_only_the_platforms_fields_are_mapped_unless_the_model_adds_some(dev):
+    properties = json.loads(dev["elasticsearch/index_templates/opsdeck-app.json"]["content"])[
+        "template"]["mappings"]["properties"]
+    assert set(properties) == {"@timestamp", "level", "message", "event", "service", "stack", "environment"}
+    pipeline = dev["logstash/pipeline/opsdeck.conf"]["content"]
+    assert "convert" not in pipeline
+    fields = {"tenant_id": "keyword", "amount": {"type": "scaled_float", "scaling_factor": 100},
+              "http": "object", "http.status": "short", "labels.team": {"type": "keyword", "ignore_above": 256}}
+    files = files_of(model(logging={"enabled": True, "fields": fields}))
+    for kind in ("app", "audit"):
+        properties = json.loads(files["elasticsearch/index_templates/opsdeck-%s.json" % kind]["content"])[
+            "template"]["mappings"]["properties"]
+        assert properties["tenant_id"] == {"type": "keyword"}
+        assert properties["amount"] == {"type": "scaled_float", "scaling_factor": 100}
+        assert properties["http"] == {"type": "object", "properties": {"status": {"type": "short"}}}
+        assert properties["labels"] == {"type": "object", "properties": {
+            "team": {"type": "keyword", "ignore_above": 256}}}
+    pipeline = files["logstash/pipeline/opsdeck.conf"]["content"]
+    # a line's value is kept of its mapped kind (a number sent as text is indexed, not refused)
+    assert 'convert => { "amount" => "float" }' in pipeline
+    assert 'convert => { "tenant_id" => "string" }' in pipeline
+    assert 'if [http][status] {' in pipeline and 'convert => { "[http][status]" => "integer" }' in pipeline
+
+
+def _dataset(pipeline, line):
+    """What the pipeline's index_by blocks make of a line's service and level (Python's reading of
+    its lowercase, gsub and level list; Logstash does not run here)."""
+    levels = re.search(r"\[@metadata\]\[opsdeck_level\] not in \[(.*)\]", pipeline).group(1)
+    levels = [level.strip(' "') for level in levels.split(",")]
+    gsub = re.search(r'gsub => \["\[@metadata\]\[opsdeck_service\]", "(.*)", "_"\]', pipeline).group(1)
+    service = re.sub(gsub, "_", str(line.get("service", "unknown")).lower())
+    level = re.sub(gsub, "_", str(line.get("level", "other")).lower())
+    level = level if level in levels else "other"
+    template = re.search(r'"\[data_stream\]\[dataset\]" => "(opsdeck\.app\.[^"]+)"', pipeline).group(1)
+    return template.replace("%{[@metadata][opsdeck_service]}", service).replace(
+        "%{[@metadata][opsdeck_level]}", level)
+
+
+def test_application_logs_by_service_and_level():
+    m = model(logging={"enabled": True, "index_by": ["service", "level"]})
+    files = files_of(m)
+    pipeline = files["logstash/pipeline/opsdeck.conf"]["content"]
+    template = json.loads(files["elasticsearch/index_templates/opsdeck-app.json"]["content"])
+    assert template["index_patterns"] == ["logs-opsdeck.app-*", "logs-opsdeck.app.*-*"]
+    audit = json.loads(files["elasticsearch/index_templates/opsdeck-audit.json"]["content"])
+    assert audit["index_patterns"] == ["logs-opsdeck.audit-*"]
+    for line, dataset in (({"service": "api", "level": "error"}, "opsdeck.app.api.error"),
+                          ({"service": "Redis-Exporter", "level": "WARN"}, "opsdeck.app.redis_exporter.warn"),
+                          ({"service": "api", "level": "loud"}, "opsdeck.app.api.other"),
+                          ({}, "opsdeck.app.unknown.other")):
+        assert _dataset(pipeline, line) == dataset
+        stream = "logs-%s-dev" % dataset
+        # the app template takes it, the audit one does not; Logstash's role may write it
+        assert any(fnmatch.fnmatchcase(stream, p) for p in template["index_patterns"]), stream
+        assert not any(fnmatch.fnmatchcase(stream, p) for p in audit["index_patterns"]), stream
+        assert fnmatch.fnmatchcase(stream, _elk.logstash_role()["indices"][0]["names"][0])
+        # a data stream name: lowercase, no '-' in the dataset, no forbidden character
+        assert re.match(r"^logs-[a-z0-9_.]+-dev$", stream), stream
+    only_level = files_of(model(logging={"enabled": True, "index_by": ["level"]}))["logstash/pipeline/opsdeck.conf"]
+    assert '"[data_stream][dataset]" => "opsdeck.app.%{[@metadata][opsdeck_level]}"' in only_level["content"]
+    assert "opsdeck_service" not in only_level["content"]
+
+
 def test_pipeline_is_well_formed(dev, prod):
     for files in (dev, prod):
         text = files["logstash/pipeline/opsdeck.conf"]["content"]
@@ -193,9 +257,9 @@ def _type_ok(value, mapping):
 
 @pytest.fixture
 def app_lines(tmp_path):
-    app = refapp_support.RefApp(str(tmp_path), env={"TENANTS": "acme,globex", "APP_NAME": "billing_service"})
+    app = refapp_support.RefApp(str(tmp_path), env={"TENANTS": "acme,globex", "APP_NAME": "payments"})
     try:
-        result = app.get("/api/billing/charge?tenant=acme&plan=enterprise&amount=299.00&currency=BRL")
+        result = app.get("/api/charge?tenant=acme&plan=enterprise&amount=299.00&currency=EUR")
         assert result.status == 200, result.body
         assert app.get("/api/hello?tenant=globex").status == 200
         lines = app.logs()
@@ -204,24 +268,33 @@ def app_lines(tmp_path):
     return lines
 
 
-def test_real_log_lines_carry_every_field_the_pipeline_and_mapping_expect(dev, app_lines):
-    template = json.loads(dev["elasticsearch/index_templates/opsdeck-app.json"]["content"])
+# The fields a platform that logs business events declares (examples/seed-observability.md).
+APP_FIELDS = {"tenant_id": "keyword", "component": "keyword", "plan": "keyword", "currency": "keyword",
+              "amount": {"type": "scaled_float", "scaling_factor": 100}, "metadata": "flattened",
+              "status": "short", "duration_ms": "float", "method": "keyword", "route": "keyword"}
+
+
+def test_real_log_lines_carry_every_field_the_pipeline_and_mapping_expect(app_lines):
+    m = model(logging={"enabled": True, "fields": APP_FIELDS, "time_fields": ["ts", "timestamp"]})
+    files = files_of(m)
+    template = json.loads(files["elasticsearch/index_templates/opsdeck-app.json"]["content"])
     properties = template["template"]["mappings"]["properties"]
-    pipeline = dev["logstash/pipeline/opsdeck.conf"]["content"]
-    (charge,) = [line for line in app_lines if line.get("event") == "billing_charge"]
-    # seed 000's fields, every one present with the mapped type
+    pipeline = files["logstash/pipeline/opsdeck.conf"]["content"]
+    (charge,) = [line for line in app_lines if line.get("event") == "charge"]
+    # every declared field present in the business event, with the mapped type
     for field in ("tenant_id", "component", "event", "plan", "amount", "currency", "metadata", "level"):
         assert field in charge, (field, charge)
         assert _type_ok(charge[field], properties[field]), (field, charge[field], properties[field])
-    assert charge["tenant_id"] == "acme" and charge["amount"] == 299.0 and charge["currency"] == "BRL"
-    assert charge["component"] == "billing_service"
+    assert charge["tenant_id"] == "acme" and charge["amount"] == 299.0 and charge["currency"] == "EUR"
+    assert charge["component"] == "payments"
     # the time: the pipeline's date filter reads the field the app writes, in ISO8601
-    time_fields = [f for f in _elk.TIME_FIELDS if f in charge]
+    time_fields = [f for f in m["logging"]["time_fields"] if f in charge]
     assert time_fields and 'match => ["%s", "ISO8601"]' % time_fields[0] in pipeline
     datetime.fromisoformat(charge[time_fields[0]].replace("Z", "+00:00"))
     # every field the pipeline's conditionals read exists in real lines
-    # (message and container are added by Filebeat, timestamp is the seed's alternative to ts)
-    for field in set(re.findall(r"if \[(\w+)\]", pipeline)) - {"message", "timestamp", "container"}:
+    # (message and container are added by Filebeat, timestamp is the alternative time field,
+    # service is copied from the container's label)
+    for field in set(re.findall(r"if \[(\w+)\]", pipeline)) - {"message", "timestamp", "container", "service"}:
         assert any(field in line for line in app_lines), field
     # every mapped field a real line carries has the mapped type (request lines too)
     requests = [line for line in app_lines if line.get("event") == "http_request"]

@@ -101,6 +101,9 @@ class Config:
         self.shutdown_delay = _env_float("APP_SHUTDOWN_DELAY", 0.0)
         self.log_level = (env.get("LOG_LEVEL") or "info").lower()
         self.tenants = [t.strip() for t in (env.get("TENANTS") or "").split(",") if t.strip()]
+        # Redis keys of the tenants' data: <prefix>config:<tenant>, <prefix>tenants
+        # (playbooks/migrate_tenant.yml moves the same keys).
+        self.key_prefix = env.get("REDIS_KEY_PREFIX", "app:")
         self.admin_token_file = env.get("ADMIN_TOKEN_FILE") or None
 
         self.db_host = env.get("DATABASE_HOST") or None
@@ -127,6 +130,7 @@ class Config:
             "port": self.port,
             "extra_ports": self.extra_ports,
             "tenants": self.tenants,
+            "redis_key_prefix": self.key_prefix,
             "database": ("%s:%s/%s" % (self.db_host, self.db_port, self.db_name)) if self.db_host else None,
             "redis": ("%s:%s" % (self.redis_host, self.redis_port)) if self.redis_host else None,
             "admin_api": bool(self.admin_token_file),
@@ -659,6 +663,7 @@ class App:
         self._counter_lock = threading.Lock()
         self.db = None
         self.redis = None
+        self.tenants_key = config.key_prefix + "tenants"
         if config.db_host:
             self.db = Pool(self._pg_connect, config.db_pool, config.db_timeout)
         if config.redis_host:
@@ -697,14 +702,14 @@ class App:
             return True
         if self.redis is None:
             return False
-        members = self.redis.run(lambda conn: conn.command("SMEMBERS", "vf:tenants")) or []
+        members = self.redis.run(lambda conn: conn.command("SMEMBERS", self.tenants_key)) or []
         return tenant.encode("utf-8") in members
 
     def known_tenants(self):
         names = list(self.config.tenants)
         if self.redis is not None:
             try:
-                members = self.redis.run(lambda conn: conn.command("SMEMBERS", "vf:tenants")) or []
+                members = self.redis.run(lambda conn: conn.command("SMEMBERS", self.tenants_key)) or []
                 names += [m.decode("utf-8", "replace") for m in members]
             except DependencyError:
                 pass
@@ -739,7 +744,7 @@ class App:
 # route table for metric labels (bounded cardinality)
 _STATIC_ROUTES = {
     "/health", "/health/live", "/health/ready", "/metrics", "/api/", "/api/hello", "/api/work",
-    "/api/db", "/api/cache", "/api/config", "/api/billing/charge", "/admin/drain", "/admin/undrain",
+    "/api/db", "/api/cache", "/api/config", "/api/charge", "/admin/drain", "/admin/undrain",
     "/admin/status",
 }
 _TENANT_ROUTE_RE = re.compile(r"^/api/tenants/([^/]+)/(drain|undrain|status)$")
@@ -980,21 +985,21 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, dict(base, cache="ok", key=key, hits=hits))
         if path == "/api/config":
             return self._tenant_config(method)
-        if path == "/api/billing/charge":
-            return self._billing()
+        if path == "/api/charge":
+            return self._charge()
         return self._json(200, dict(base, echo=True, method=method, path=path, query=self.query,
                                     tenant_id=self.tenant,
                                     forwarded_for=self.headers.get("X-Forwarded-For"),
                                     real_ip=self.headers.get("X-Real-IP")))
 
     def _tenant_config(self, method):
-        """GET/POST /api/config?tenant=T: the tenant's JSON config in Redis key vf:config:<T>."""
+        """GET/POST /api/config?tenant=T: the tenant's JSON config in Redis key <prefix>config:<T>."""
         app = self.app
         if app.redis is None:
             return self._json(503, {"error": "redis not configured"})
         if self.tenant is None:
             return self._json(400, {"error": "tenant is required (?tenant= or X-Tenant-ID)"})
-        key = "vf:config:" + self.tenant
+        key = app.config.key_prefix + "config:" + self.tenant
         if method == "GET":
             raw = app.redis.run(lambda conn: conn.command("GET", key))
             if raw is None:
@@ -1012,24 +1017,24 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return self._json(400, {"error": "body must be JSON"})
             app.redis.run(lambda conn: conn.command("SET", key, json.dumps(value, sort_keys=True)))
-            app.redis.run(lambda conn: conn.command("SADD", "vf:tenants", self.tenant))
+            app.redis.run(lambda conn: conn.command("SADD", app.tenants_key, self.tenant))
             app.log.log("info", "tenant_config_updated", tenant_id=self.tenant, key=key)
             return self._json(200, {"tenant_id": self.tenant, "key": key, "config": value})
         return self._json(405, {"error": "method not allowed"}, headers={"Allow": "GET, POST, PUT"})
 
-    def _billing(self):
-        """Seed 000's billing log line: event billing_charge with plan/amount/currency/metadata."""
+    def _charge(self):
+        """A business event with typed fields: event charge with plan/amount/currency/metadata."""
         if self.tenant is None:
             return self._json(400, {"error": "tenant is required"})
         plan = self.query.get("plan") or "free"
-        currency = (self.query.get("currency") or "BRL").upper()
+        currency = (self.query.get("currency") or "USD").upper()
         try:
             amount = round(float(self.query.get("amount", "0")), 2)
         except ValueError:
             return self._json(400, {"error": "amount must be a number"})
         charge_id = "ch_" + secrets.token_hex(6)
         metadata = {"charge_id": charge_id, "period": datetime.now(timezone.utc).strftime("%Y-%m")}
-        self.app.log.log("info", "billing_charge", tenant_id=self.tenant, plan=plan, amount=amount,
+        self.app.log.log("info", "charge", tenant_id=self.tenant, plan=plan, amount=amount,
                          currency=currency, metadata=metadata)
         self.log_fields = {"plan": plan, "amount": amount, "currency": currency}
         return self._json(200, {"tenant_id": self.tenant, "plan": plan, "amount": amount,

@@ -27,7 +27,7 @@ def test_monitoring_services_and_networks():
     assert "ports" not in services["prometheus"]
     assert services["prometheus"]["networks"] == ["backend", "monitoring"]
     assert "--storage.tsdb.retention.time=30d" in services["prometheus"]["command"]
-    assert "--check-single-keys=db0=ifinu:fila:whatsapp" in services["redis-exporter"]["command"]
+    assert "--check-single-keys=db0=jobs:pending" in services["redis-exporter"]["command"]
     assert services["nginx-exporter"]["networks"] == ["frontend", "backend"]
     for name in ("prometheus", "alertmanager", "redis-exporter", "node-exporter"):
         assert services[name]["user"] == "10001:10001" and services[name]["read_only"] is True

@@ -181,3 +181,21 @@ def test_missing_images_leave_out_grafana_or_the_whole_elk():
     assert not without["logging"]["enabled"]
     out = _compose.render(without, SECRETS, [], _monitoring.render(without, SECRETS), [])
     assert not {"grafana", "kibana", "es-0", "filebeat"} & set(out["project"]["services"])
+
+
+def test_elasticsearch_resources_on_compose_and_swarm(tmp_path):
+    mdl, out = rendered()
+    es = out["project"]["services"]["es-0"]
+    # the default: cpu 500m/2, memory twice the 512m heap (as on Kubernetes)
+    assert es["deploy"]["resources"] == {"limits": {"cpus": "2", "memory": str(2 ** 30)},
+                                         "reservations": {"cpus": "0.5", "memory": str(2 ** 30)}}
+    mdl, out = rendered(logging={"enabled": True, "elasticsearch": {"heap": "1g", "resources": {
+        "requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}}})
+    config = compose_config(tmp_path, out["project"], out["files"])
+    resources = config["services"]["es-0"]["deploy"]["resources"]
+    assert float(resources["limits"]["cpus"]) == 1 and int(resources["limits"]["memory"]) == 2 * 2 ** 30
+    assert int(resources["reservations"]["memory"]) == 2 * 2 ** 30
+    swarm = _swarm.render(mdl, SECRETS, [], monitoring_files=_monitoring.render(mdl, SECRETS),
+                          elk_files=_elk.render(mdl))["stack"]["services"]["es-0"]["deploy"]
+    assert swarm["resources"]["limits"] == {"cpus": "1", "memory": str(2 * 2 ** 30)}
+    assert swarm["replicas"] == 1 and swarm["placement"]["constraints"]

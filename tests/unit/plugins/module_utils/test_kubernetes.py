@@ -29,7 +29,8 @@ def inventory(env):
     secrets = {}
     for name, value in raw["secrets"].items():
         assert "{{ vault_" in value
-        secrets[name] = "dummy-%s-value-%s" % (name, "x7Q" * 8)
+        secrets[name] = ("https://hooks.example.invalid/%s" % name) if name.endswith("_url") else \
+            "dummy-%s-value-%s" % (name, "x7Q" * 8)  # the model wants a URL in *_url webhooks
     raw["secrets"] = secrets
     return raw
 

@@ -129,7 +129,7 @@ def test_a_changed_rule_file_rolls_prometheus_only(prod):
     files = _monitoring.render(model, secrets)
     changed = copy.deepcopy(files)
     for item in changed:
-        if item["path"] == "prometheus/rules/errors.rules.yml":
+        if item["path"] == "prometheus/rules/opsdeck.rules.yml":
             item["content"] += "# changed\n"
     after = render(model, secrets, monitoring_files=changed)
     before_sums, after_sums = pod_checksums(manifests), pod_checksums(after)
@@ -612,3 +612,69 @@ def test_the_agents_namespace_name_is_checked_and_every_inventory_validates():
         _kubernetes.agents_namespace("s" * 57)
     # dev too (prod and staging: test_every_manifest_validates_strictly)
     assert validation_errors(render(*inventory_model("dev"))) == []
+
+
+def _with(env, **sections):
+    """An inventory's model with some stack_* sections changed (the vault stand-in kept)."""
+    model, secrets = inventory_model(env)
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "inventories", env, "group_vars", "all")
+    with open(os.path.join(folder, "stack.yml"), encoding="utf-8") as handle:
+        variables = yaml.safe_load(handle)
+    from ansible_collections.opsdeck.stack.plugins.module_utils.model.stack import from_vars, normalize
+    raw = from_vars(variables)
+    raw["target"] = "kubernetes"
+    raw["secrets"] = dict(secrets, **sections.pop("secrets", {}))
+    for key, value in sections.items():
+        raw[key] = value
+    return normalize(raw), raw["secrets"]
+
+
+def test_elasticsearch_resources_come_from_the_model():
+    model, secrets = inventory_model("prod")
+    container = by(render(model, secrets), "StatefulSet", "es")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "4Gi"},
+                                      "limits": {"cpu": "2", "memory": "4Gi"}}
+    model, secrets = _with("prod", logging={"enabled": True, "elasticsearch": {
+        "heap": "1g", "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "3Gi"}}}})
+    manifests = render(model, secrets)
+    container = by(manifests, "StatefulSet", "es")["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "3Gi"}}
+    assert validation_errors(manifests) == []
+
+
+def test_scrape_ports_and_receiver_ports_shape_the_network_policies():
+    model, secrets = _with(
+        "prod",
+        services=[{"name": "api", "image": "registry.example.com/shop/api:1.4.2", "port": 8000,
+                   "metrics": {"port": 9102}, "route": {"path": "/api/"}},
+                  {"name": "worker", "image": "registry.example.com/shop/worker:1.4.2", "port": 8001,
+                   "metrics": False}],
+        monitoring={"enabled": True, "images": {"prometheus": "quay.io/prometheus/prometheus:v2.53.4"},
+                    "alerting": {"receivers": [
+                        {"name": "ops", "email": {"to": "ops@example.com", "from": "am@example.com",
+                                                  "smarthost": "mail.example.com:2525"}},
+                        {"name": "hook", "webhook": {"url": "http://hooks.example.com:8088/alerts"}},
+                        {"name": "chat", "webhook": {"url_secret": "chat_url"}}]}},
+        secrets={"chat_url": "https://chat.example.com:8443/x"})
+    pol = _policies(render(model, secrets))
+    prometheus = _peers(pol["allow-prometheus"]["egress"], "to")
+    assert ("api", 9102) in prometheus and ("api", 8000) not in prometheus
+    assert not [peer for peer in prometheus if peer[0] == "worker"]
+    assert _peers(pol["allow-api-monitoring"]["ingress"], "from") == {("prometheus", 9102)}
+    assert "allow-worker-monitoring" not in pol
+    assert _peers(pol["allow-alertmanager"]["egress"], "to") == {
+        ("0.0.0.0/0", 443), ("0.0.0.0/0", 587), ("0.0.0.0/0", 2525), ("0.0.0.0/0", 8088), ("0.0.0.0/0", 8443)}
+
+
+def test_grafana_mounts_the_dashboards_of_every_folder():
+    model, secrets = _with("prod", monitoring={"enabled": True, "images": {
+        "prometheus": "quay.io/prometheus/prometheus:v2.53.4"}, "grafana": {"dashboards": [
+            {"name": "orders", "json": {"title": "Orders", "panels": []}, "folder": "shop"}]}})
+    manifests = render(model, secrets)
+    data = by(manifests, "ConfigMap", "grafana-dashboards")["data"]
+    assert sorted(data) == ["opsdeck_application-performance.json", "opsdeck_system-overview.json",
+                            "shop_orders.json"]
+    volume = [v for v in by(manifests, "Deployment", "grafana")["spec"]["template"]["spec"]["volumes"]
+              if v["name"] == "dashboards"][0]
+    assert {i["key"]: i["path"] for i in volume["configMap"]["items"]}["shop_orders.json"] == "shop/orders.json"
+    assert validation_errors(manifests) == []

@@ -28,6 +28,12 @@ SECRETS = {name: "s3cret-value-%s-0123" % name for name in (
     "postgres_password", "redis_password", "admin_token", "grafana_admin_password",
     "slack_webhook_url", "elastic_password", "kibana_system_password", "logstash_writer_password",
     "pagerduty_routing_key", "tls_cert", "tls_key", "smtp_password", "ops_password")}
+SECRETS.update(slack_webhook_url="https://hooks.slack.com/services/T0/B0/s3cret",
+               webhook_url="https://chat.example.com/hooks/s3cret")
+# The dashboard file FULL names, as the stack_model action reads it beside the inventory.
+FILES = {"dashboards/queues.json": {"path": "/inventory/dashboards/queues.json",
+                                    "content": json.dumps({"title": "Queues", "panels": []})}}
+ALERT = {"enabled": True, "for": "5m", "severity": "warning", "labels": {"team": "ops"}}
 # Every field set (the tests below mutate each one in turn).
 FULL = {
     "stack_name": "shop", "stack_target": "compose", "stack_environment": "dev",
@@ -74,7 +80,8 @@ FULL = {
                   "basic_auth": True, "cors_origins": ["https://app.example.com"],
                   "strip_prefix": False, "timeout": 30},
         "uses": ["postgres", "redis"], "depends_on": ["worker"], "user": "10001:10001",
-        "read_only": True, "session_affinity": {"timeout": 600}, "tenant": "acme"},
+        "read_only": True, "session_affinity": {"timeout": 600}, "tenant": "acme",
+        "metrics": {"enabled": True, "port": 9100, "path": "/metrics", "interval": "10s", "timeout": "5s"}},
         {"name": "worker", "image": "opsdeck/refapp:0.1.0", "session_affinity": "ClientIP",
          "health": {"ready": {"tcp": True, "port": "web"}, "live": {"exec": ["true"], "tcp": False}},
          "ports": [{"name": "web", "port": 8000, "protocol": "tcp", "publish": "127.0.0.1:18000"},
@@ -114,10 +121,17 @@ FULL = {
         "evaluation_interval": "15s", "port": 19090,
         "images": {"prometheus": "opsdeck/prometheus:2.42", "alertmanager": "opsdeck/alertmanager:0.25",
                    "exporters": "opsdeck/exporters:bookworm", "grafana": "grafana/grafana-oss:10.4.2"},
-        "redis_queues": [{"key": "jobs", "max_length": 100, "for": "5m"}],
-        "alerts": {"error_rate_per_second": 0.1, "error_ratio": 0.05, "latency_p95_seconds": 0.5,
-                   "disk_free_percent": 10, "redis_memory_percent": 90,
-                   "postgres_connections_percent": 80, "quota_usage_percent": 80, "pod_health_ratio": 0.5},
+        "redis_queues": [{"key": "jobs", "max_length": 100, "for": "5m", "severity": "warning"}],
+        "alerts": {"target_down": ALERT, "error_ratio": dict(ALERT, threshold=0.05),
+                   "error_rate_per_second": dict(ALERT, threshold=1), "latency_p95_seconds": dict(ALERT, threshold=0.5),
+                   "disk_free_percent": dict(ALERT, threshold=10), "redis_memory_percent": dict(ALERT, threshold=90),
+                   "postgres_connections_percent": dict(ALERT, threshold=80), "redis_down": ALERT,
+                   "postgres_down": ALERT},
+        "rules": [{"name": "shop", "interval": "1m", "rules": [
+            {"record": "job:orders:rate5m", "expr": "sum by (job) (rate(orders_total[5m]))",
+             "labels": {"team": "shop"}},
+            {"alert": "OrdersStalled", "expr": "job:orders:rate5m == 0", "for": "10m",
+             "labels": {"severity": "warning"}, "annotations": {"summary": "No order for 10 minutes"}}]}],
         "alerting": {"slack": {"channel": "#alerts", "webhook_secret": "slack_webhook_url",
                                "severities": ["critical"]},
                      "email": {"to": "ops@example.com", "from": "am@example.com",
@@ -125,12 +139,33 @@ FULL = {
                                "auth_password_secret": "smtp_password", "require_tls": True,
                                "severities": ["warning"]},
                      "pagerduty": {"routing_key_secret": "pagerduty_routing_key", "severities": ["critical"]},
+                     "receivers": [
+                         {"name": "incidents", "send_resolved": True,
+                          "slack": {"channel": "#incidents", "webhook_secret": "slack_webhook_url"},
+                          "email": {"to": "oncall@example.com", "from": "am@example.com",
+                                    "smarthost": "smtp.example.com:587", "auth_username": "am",
+                                    "auth_password_secret": "smtp_password", "require_tls": True},
+                          "pagerduty": {"routing_key_secret": "pagerduty_routing_key"},
+                          "webhook": {"url": "https://hooks.example.com/alerts", "max_alerts": 10}},
+                         {"name": "chatops", "webhook": {"url_secret": "webhook_url"}}],
+                     "routes": [{"receiver": "incidents", "match": {"severity": "critical"},
+                                 "match_re": {"job": "api|worker"}, "continue": True,
+                                 "group_by": ["alertname"], "group_wait": "10s", "group_interval": "1m",
+                                 "repeat_interval": "1h"}],
+                     "default_receiver": "chatops", "group_by": ["alertname", "job"],
                      "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"},
         "grafana": {"enabled": True, "admin_user": "admin", "admin_password_secret": "grafana_admin_password",
-                    "port": 13000}},
+                    "port": 13000, "builtin_dashboards": {"system": True, "application": False},
+                    "dashboards": [{"name": "shop", "folder": "shop",
+                                    "json": {"title": "Shop", "panels": []}},
+                                   {"name": "queues", "file": "dashboards/queues.json"}]}},
     "stack_logging": {
         "enabled": True, "version": "8.13.4", "retention_days": {"app": 30, "audit": 90},
-        "elasticsearch": {"nodes": 1, "heap": "512m", "storage": "5Gi"},
+        "elasticsearch": {"nodes": 1, "heap": "512m", "storage": "5Gi",
+                          "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                        "limits": {"cpu": "2", "memory": "1Gi"}}},
+        "index_by": ["service", "level"], "time_fields": ["ts"],
+        "fields": {"tenant_id": "keyword", "amount": {"type": "scaled_float", "scaling_factor": 100}},
         "audit_events": ["login"], "elastic_password_secret": "elastic_password",
         "kibana_password_secret": "kibana_system_password",
         "logstash_password_secret": "logstash_writer_password", "kibana_port": 15601},
@@ -144,7 +179,7 @@ def validate(variables):
     """(validator errors, JSON Schema errors) of a group_vars dict."""
     raw = {k[len("stack_"):]: copy.deepcopy(v) for k, v in variables.items() if k.startswith("stack_")}
     try:
-        normalize(raw, base_dir=ROOT)
+        normalize(raw, base_dir=ROOT, files=FILES)
         model_errors = []
     except ModelError as exc:
         model_errors = exc.errors
@@ -169,7 +204,8 @@ def test_shipped_inventories_are_valid_for_both(inventory):
         variables = yaml.safe_load(handle)
     assert list(VALIDATOR.iter_errors(variables)) == []
     raw = {k[len("stack_"):]: v for k, v in variables.items() if k.startswith("stack_")}
-    raw["secrets"] = {name: "s3cret-value-for-%s" % name for name in raw.get("secrets", {})}
+    raw["secrets"] = {name: ("https://hooks.example.com/%s" % name) if name.endswith("_url") else
+                      "s3cret-value-for-%s" % name for name in raw.get("secrets", {})}
     normalize(raw)
 
 
@@ -222,12 +258,16 @@ def _bad_values(field):
     raise AssertionError("no bad values for %r" % field)
 
 
-def _label(item, key):
-    value = item.get(key) if isinstance(item, dict) else None
-    return value if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "" else None
+def _label(item, keys):
+    """The first of ``keys`` that names the item (a non-empty string or a number)."""
+    for key in keys:
+        value = item.get(key) if isinstance(item, dict) else None
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+            return value
+    return None
 
 
-def _walk(field, value, path, setter, out, relabel=None, item_key=None):
+def _walk(field, value, path, setter, out, relabel=None, naming=("name", "key")):
     """Append (paths, setter, bad value) for every field present in FULL under ``field``.
 
     ``paths`` are where the validator must report the problem: the field's path, or, when
@@ -247,7 +287,7 @@ def _walk(field, value, path, setter, out, relabel=None, item_key=None):
             if key not in value:
                 continue
             subpath = "stack_%s" % key if path == "" else "%s.%s" % (path, key)
-            sub_relabel = "%s.%s" % (relabel, key) if relabel and key == item_key else None
+            sub_relabel = ("%s.%s" % (relabel, key)) if relabel and key in naming else None
 
             def sub_setter(bad, s=setter, cur=value, k=key):
                 return s(dict(cur, **{k: bad}))
@@ -257,13 +297,15 @@ def _walk(field, value, path, setter, out, relabel=None, item_key=None):
                             s({kk: vv for kk, vv in cur.items() if kk != k}), None))
             _walk(sub, value[key], subpath, sub_setter, out, sub_relabel)
     elif isinstance(field, ObjList) and isinstance(value, list):
+        # items are named by their key (Items: the first of its keys an item has)
+        keys = getattr(field, "keys", (field.key,))
         for index, item in enumerate(value):
-            name = _label(item, field.key)
+            name = _label(item, keys)
             item_path = "%s[%s]" % (path, name if name is not None else index)
 
             def item_setter(bad, s=setter, cur=value, i=index):
                 return s(cur[:i] + [bad] + cur[i + 1:])
-            _walk(field.item, item, item_path, item_setter, out, "%s[%d]" % (path, index), field.key)
+            _walk(field.item, item, item_path, item_setter, out, "%s[%d]" % (path, index), keys)
 
 
 def _cases():

@@ -54,3 +54,14 @@ def test_fidelity_says_monitoring_runs_on_swarm():
     m, _out = rendered()
     native = {e["field"] for e in _fidelity.report(m)["native"]}
     assert "stack_monitoring.enabled" in native
+
+
+def test_grafana_gets_the_dashboards_of_every_folder_as_configs():
+    board = {"title": "Orders", "panels": []}
+    _m, out = rendered(monitoring={"enabled": True, "grafana": {"dashboards": [
+        {"name": "orders", "json": board, "folder": "shop"}]}})
+    targets = sorted(c["target"] for c in out["stack"]["services"]["grafana"]["configs"]
+                     if c["target"].startswith("/var/lib/grafana/dashboards/"))
+    assert targets == ["/var/lib/grafana/dashboards/opsdeck/opsdeck/application-performance.json",
+                       "/var/lib/grafana/dashboards/opsdeck/opsdeck/system-overview.json",
+                       "/var/lib/grafana/dashboards/opsdeck/shop/orders.json"]

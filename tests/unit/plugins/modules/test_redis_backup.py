@@ -385,7 +385,7 @@ def test_ansible_doc_renders():
     doc = json.loads(proc.stdout)["opsdeck.stack.redis_backup"]
     assert doc["doc"]["options"]["password"]["type"] == "str"
     assert set(doc["doc"]["attributes"]) == {"check_mode", "diff_mode", "idempotent"}
-    assert "vf:config:*" in doc["examples"]
+    assert "app:config:*" in doc["examples"]
     assert "restored" in doc["return"]
     from ansible_collections.opsdeck.stack.plugins.modules import redis_backup  # pylint: disable=import-outside-toplevel
     spec = redis_backup.argument_spec()
