@@ -113,6 +113,7 @@ def test_shipped_staging_inventory_validates_without_touching_a_host(tmp_path):
 def test_strict_refuses_a_model_whose_target_drops_a_field():
     result = run(["ansible-playbook", "playbooks/deploy.yml", "-i", "inventories/staging",
                   "-e", "vault_postgres_password=x vault_redis_password=y vault_admin_token=z",
+                  "-e", "vault_slack_webhook_url=https://hooks.slack.com/services/T0/B0/staging",
                   "-e", "stack_strict=true", "--tags", "validate"], timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode != 0
