@@ -45,7 +45,7 @@ def playbook(path, *extra):
 
 
 def main():
-    playbook("playbooks/destroy.yml", "-e", "destroy_volumes=true")
+    playbook("playbooks/destroy.yml", "-e", "destroy_volumes=true", "-e", "destroy_confirm=shop")
     first = playbook("playbooks/deploy.yml")[0]
     rerun, changed = playbook("playbooks/deploy.yml")
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as handle:

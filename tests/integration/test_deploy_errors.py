@@ -154,3 +154,24 @@ def test_a_prometheus_template_not_marked_unsafe_is_explained(tmp_path):
     assert "stack_monitoring: " in out
     assert "must be marked !unsafe, or Ansible templates it itself" in out
     assert "Check the Docker engine" not in out
+
+
+def test_destroy_keeps_the_data_unless_the_stack_is_named(tmp_path):
+    """destroy_volumes=true alone (or with another stack's name) stops before anything is removed."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "compose.yaml").write_text("services: {}\n")
+    variables = dict(BASE, stack_project_dir=str(project))
+    inv = tmp_path / "inventory"
+    (inv / "group_vars" / "all").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
+    (inv / "group_vars" / "all" / "stack.yml").write_text(yaml.safe_dump(variables))
+    for extra in ([], ["-e", "destroy_confirm=shop"]):
+        result = run(["ansible-playbook", "playbooks/destroy.yml", "-i", str(inv),
+                      "-e", "destroy_volumes=true"] + extra, timeout=300)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0, out[-3000:]
+        assert "destroy_volumes=true deletes the data of stack opsdeck-bad for good: confirm with " \
+               "-e destroy_confirm=opsdeck-bad" in " ".join(out.split()), out[-3000:]
+        assert (project / "compose.yaml").exists(), "the project was removed"
