@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) opsdeck maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -15,7 +14,7 @@ build/examples/<platform>/<env>/<target>/, then prints each fidelity report.
 The nginx configuration is not rendered here: the nginx_proxy role templates it at deploy
 time; the Compose and Swarm files reference it as the deploy writes it.
 
-Usage: scripts/render-examples.py [--out DIR] [--quiet] [platform[/env] ...]
+Usage: .venv/bin/python scripts/render-examples.py [--out DIR] [--quiet] [platform[/env] ...]
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ except ImportError:  # run without the Makefile's PYTHONPATH
     from ansible_collections.opsdeck.stack.plugins.module_utils.model import stack as _model  # noqa: E402
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import secrets as _secrets  # noqa: E402
 from ansible_collections.opsdeck.stack.plugins.module_utils.model import fidelity as _fidelity  # noqa: E402
-from ansible_collections.opsdeck.stack.plugins.module_utils.k8s import manifests as _kubernetes  # noqa: E402
 from ansible_collections.opsdeck.stack.plugins.filter import stack as _stack_filters  # noqa: E402
 from ansible_collections.opsdeck.stack.plugins.filter import swarm as _swarm_filters  # noqa: E402
 from ansible_collections.opsdeck.stack.plugins.filter import kubernetes as _kubernetes_filters  # noqa: E402
