@@ -128,11 +128,13 @@ def _obs(model, secrets):
 
 
 def _aux_files(base, files):
-    """The project's other files (configs; secret files get their stand-in, mode 0600)."""
+    """The project's other files (configs; secret files get their stand-in, mode 0600): their paths."""
+    written = []
     for item in files or []:
         rel = item["path"].lstrip("/")
         secret = bool(item.get("secret"))
-        _write(base, rel, str(item.get("content", "")), 0o600 if secret else 0o644)
+        written.append(_write(base, rel, str(item.get("content", "")), 0o600 if secret else 0o644))
+    return written
 
 
 def render_target(platform, inventory, target, out_dir):
@@ -143,15 +145,13 @@ def render_target(platform, inventory, target, out_dir):
     obs = _obs(model, secrets)
     if target == "compose":
         result = _stack_filters.compose_project(model, secrets, [], obs["monitoring_files"], obs["elk_files"])
-        _aux_files(base, result["files"])
         main = _write(base, "docker-compose.yml", result["yaml"])
-        written.append(main)
+        written = [main] + _aux_files(base, result["files"])
     elif target == "swarm":
         result = _swarm_filters.swarm_stack(model, secrets, [], monitoring_files=obs["monitoring_files"],
                                             elk_files=obs["elk_files"])
-        _aux_files(base, result["files"])
         main = _write(base, "stack.yml", result["yaml"])
-        written.append(main)
+        written = [main] + _aux_files(base, result["files"])
     else:
         htpasswd = HTPASSWD_STANDIN if model["proxy"]["basic_auth_users"] else None
         manifests = _kubernetes_filters.kubernetes_manifests(
