@@ -4,8 +4,9 @@ Each example inventory (examples/veloflux/dev, examples/vision/dev) is copied as
 only what this shared machine needs is changed, in the copy:
 
 - the images: the platforms' own cannot be pulled here, so every app service runs the
-  reference application (opsdeck/refapp:0.1.0, built by the images role from Debian packages
-  when missing, never retagged), listening on the port the example gives it (APP_PORT,
+  reference application, built by the images role from Debian packages under a tag of its own
+  (opsdeck/refapp:examples-live: the shared 0.1.0 is never rebuilt or retagged), listening
+  on the port the example gives it (APP_PORT,
   APP_EXTRA_PORTS) with the reference app's health paths, checked with its python probe (the
   image has no curl, which Vision's guide uses), given 10 s and 10 tries (a python probe can take
   more than the default 3 s on this shared, loaded 2-CPU machine);
@@ -30,7 +31,7 @@ import yaml
 
 from helpers import ROOT, recap, run
 
-IMAGE = "opsdeck/refapp:0.1.0"
+IMAGE = "opsdeck/refapp:examples-live"  # a tag of its own: never the shared 0.1.0
 PORTS = {"veloflux": {"proxy": 18800, "prometheus": 18801},
          "vision": {"proxy": 18810, "prometheus": 18811, "http": 18812, "dashboard": 18813}}
 
@@ -119,7 +120,7 @@ def deployed(request, tmp_path_factory):
         yield {"platform": platform, "inventory": inventory, "first": first,
                "project": "exlive-%s" % platform, "ports": PORTS[platform]}
     finally:
-        run(["ansible-playbook", "playbooks/destroy.yml", "-i", inventory],
+        run(["ansible-playbook", "playbooks/destroy.yml", "-i", inventory, "-e", "destroy_volumes=true"],
             log=os.path.join(logs, "examples-live-%s-destroy.log" % platform))
 
 
