@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/build/collections
 export PYTHONPATH := $(CURDIR)/build/collections
 
-.PHONY: help setup link up down test lint sanity unit integration molecule bench build clean model-docs k8s-build k8s-up k8s-down k8s-status
+.PHONY: help setup link up down test lint sanity unit integration molecule bench build clean model-docs k8s-build k8s-up k8s-down k8s-status examples
 
 help:
 	@echo "make up      set everything up and deploy the $(ENV) stack to the local Docker engine"
@@ -17,6 +17,7 @@ help:
 	@echo "make down    remove the dev stack"
 	@echo "make bench   print the benchmark figures"
 	@echo "make k8s-up  a local one-node Kubernetes (built from Debian's source on first use); make k8s-down / k8s-status"
+	@echo "make examples  render the seed platforms of examples/ for every target into build/examples/ (fidelity reports)"
 
 setup:
 	bash scripts/setup.sh
@@ -46,6 +47,10 @@ build:
 # The stack model's JSON Schema and field reference, generated from its declaration.
 model-docs: link
 	$(PY) -c "from ansible_collections.opsdeck.stack.plugins.module_utils.model import export; export.write('.')"
+
+# The seed platforms of examples/, rendered for compose, swarm and kubernetes (no host touched).
+examples: link
+	$(PY) scripts/render-examples.py
 
 # A real one-node Kubernetes on this machine (scripts/k8s-local.sh): built once from Debian's
 # source package (cached outside the clone), run on the local Docker engine.

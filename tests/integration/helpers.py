@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -41,8 +42,17 @@ def local_inventory(folder, stack_vars):
 
 
 def run(argv, timeout=1200, log=None, **extra_env):
-    result = subprocess.run(argv, cwd=ROOT, env=env(**extra_env), capture_output=True,
-                            text=True, timeout=timeout, check=False)
+    """Run ``argv`` from the project root; on timeout its whole process group is killed (an
+    ansible-playbook's forked workers would otherwise outlive it), then TimeoutExpired is raised."""
+    with subprocess.Popen(argv, cwd=ROOT, env=env(**extra_env), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+    result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     if log:
         os.makedirs(os.path.dirname(log), exist_ok=True)
         with open(log, "w", encoding="utf-8") as handle:
