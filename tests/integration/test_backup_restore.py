@@ -3,8 +3,8 @@
 A stack of its own (project opsdeck-backup, proxy on 127.0.0.1:18280, /opt/opsdeck-backup; the
 reference app, PostgreSQL and Redis with a password and AOF persistence) is deployed once for the
 module. Data is written (Redis keys of several types, with and without TTLs, in two databases,
-including seed 000's vf:config:<tenant>; PostgreSQL rows through `docker compose exec postgres
-psql`), backed up into /var/backups/opsdeck/opsdeck-backup, the files, modes, checksums and
+including the reference app's app:config:<tenant>, its default REDIS_KEY_PREFIX; PostgreSQL rows
+through `docker compose exec postgres psql`), backed up into /var/backups/opsdeck/opsdeck-backup, the files, modes, checksums and
 retention are checked, then the stack is destroyed with its volumes, deployed again empty, and
 the backup is restored into that fresh instance and compared exactly. Everything is torn down
 at the end.
@@ -154,13 +154,13 @@ def inventory(tmp_path_factory):
 def data(inventory):
     """Write the data that is backed up; return what it looks like."""
     db0, db1 = redis_client(0), redis_client(1)
-    db0.set("vf:config:acme", json.dumps({"plan": "pro", "limits": {"rps": 100}}), ex=3600)
-    db0.set("vf:config:globex", json.dumps({"plan": "free"}))
-    db0.hset("vf:config:acme:features", mapping={"beta": "1", "sso": "0"})
-    db0.pexpire("vf:config:acme:features", 7_200_000)
-    db0.rpush("vf:queue:acme", "a", "b", "c")
-    db0.sadd("vf:tenants", "acme", "globex")
-    db0.zadd("vf:usage", {"acme": 12.5, "globex": 3})
+    db0.set("app:config:acme", json.dumps({"plan": "pro", "limits": {"rps": 100}}), ex=3600)
+    db0.set("app:config:globex", json.dumps({"plan": "free"}))
+    db0.hset("app:config:acme:features", mapping={"beta": "1", "sso": "0"})
+    db0.pexpire("app:config:acme:features", 7_200_000)
+    db0.rpush("app:queue:acme", "a", "b", "c")
+    db0.sadd("app:tenants", "acme", "globex")
+    db0.zadd("app:usage", {"acme": 12.5, "globex": 3})
     db0.set(b"bin:\x00\xff", b"\x00\x01\xfe\xff" * 64)
     db1.set("other-db", "kept by snapshots", ex=86400)
     compose("exec", "-T", "postgres", "psql", "-h", "/tmp", "-U", "shop", "-d", "shop", "-v", "ON_ERROR_STOP=1",
