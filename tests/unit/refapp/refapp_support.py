@@ -239,6 +239,13 @@ class PostgresServer:
              "-c", "full_page_writes=off", "-c", "max_connections=40"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **self._user)
         wait_for_port(self.port, self.proc, what="postgres", log_path=self.log_path, timeout=30)
+        # the port opens before the server takes connections ("the database system is starting up")
+        deadline = time.monotonic() + 60
+        while subprocess.run([os.path.join(PG_BIN, "pg_isready"), "-q", "-h", self.dir, "-p", str(self.port)],
+                             check=False, **self._user).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("postgres did not accept connections (log: %s)" % self.log_path)
+            time.sleep(0.2)
         self.psql(
             "CREATE ROLE %s LOGIN PASSWORD '%s';" % (self.APP_USER, self.APP_PW),
             "CREATE DATABASE %s OWNER %s;" % (self.APP_DB, self.APP_USER),
