@@ -319,7 +319,7 @@ SERVICE = Obj({
     "depends_on": StrList("Services that must be up (healthy) first.",
                           item=Str(pattern=names.DNS1123_LABEL, desc=names.DNS1123_DESC)),
     "user": Str("The user the container runs as: uid[:gid] or a name of the image (Kubernetes "
-                "needs numbers).", pattern=USER, desc='"uid", "uid:gid" or a user name such as vision'),
+                "needs numbers).", pattern=USER, desc='"uid", "uid:gid" or a user name such as app'),
     "read_only": Bool("A read-only root file system.", default=True),
     "session_affinity": Either(
         Enum(values=(True, False, "ClientIP", "None"),
@@ -347,7 +347,7 @@ TLS = Obj({
     "cert_secret": secret_ref("The secret holding the PEM certificate chain.", default="tls_cert"),
     "key_secret": secret_ref("The secret holding the PEM private key.", default="tls_key"),
     "redirect_http": Bool("Redirect plain HTTP to HTTPS.", default=True),
-    "protocols": StrList("TLS versions the proxy accepts (seed 003: TLSv1.3 only).",
+    "protocols": StrList("TLS versions the proxy accepts (e.g. TLSv1.3 only).",
                          default=["TLSv1.2", "TLSv1.3"], item=Str(choices=("TLSv1.2", "TLSv1.3"))),
 })
 
@@ -432,7 +432,7 @@ KUBERNETES = Obj({
         "name": label("The Role's name.", required=True),
         "rules": ObjList(POLICY_RULE, doc="What it allows (items are numbered in messages)."),
     }), doc="Roles in the namespace.",
-        example=[{"name": "tenant-operator", "rules": [
+        example=[{"name": "reader", "rules": [
             {"api_groups": ["", "apps", "autoscaling"],
              "resources": ["deployments", "services", "pods", "horizontalpodautoscalers"],
              "verbs": ["get", "list", "watch"]}]}]),
@@ -442,7 +442,7 @@ KUBERNETES = Obj({
         "roles": StrList("Roles of stack_kubernetes.roles bound to it.",
                          item=Str(pattern=names.DNS1123_LABEL, desc="a role name")),
     }), doc="Service accounts the services run as (stack_services[].service_account).",
-        example=[{"name": "hub", "token": True, "roles": ["tenant-operator"]}]),
+        example=[{"name": "app", "token": True, "roles": ["reader"]}]),
     "network_policies": ObjList(Obj({
         "name": label("The NetworkPolicy's name.", required=True),
         "spec": Data("Its spec, as Kubernetes writes it (podSelector, policyTypes, ingress, egress).",
